@@ -1,0 +1,1 @@
+//! bbolt: see docs/architecture.md

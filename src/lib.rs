@@ -1,0 +1,1 @@
+//! etcd-restore: restore, compact and validate etcd data directories without running etcd.
