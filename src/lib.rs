@@ -1,1 +1,6 @@
 //! etcd-restore: restore, compact and validate etcd data directories without running etcd.
+//!
+//! See `docs/architecture.md` for the map of the code.
+
+pub mod mvcc;
+pub mod snapstore;

@@ -1,0 +1,1 @@
+//! Etcd MVCC records: revision keys, mvccpb.KeyValue, applying events, HashKV, compaction.

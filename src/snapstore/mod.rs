@@ -1,0 +1,1 @@
+//! Reading etcd-backup-restore backups from an object store: names, listing, plan, fetch, decode.
