@@ -1,0 +1,300 @@
+// bboltoracle is the test suite's independent reference: Go's own bbolt (Debian's 1.3.6) and Go's
+// own compress/* and encoding/json, so our Rust code is checked against the implementations that
+// etcd and etcd-backup-restore actually use. Test-only; see docs/testing.md for the interface.
+//
+// Build (offline, GOPATH mode): scripts/install-test-deps.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"compress/lzw"
+	"compress/zlib"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/ioutil"
+	"os"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+const usage = `usage:
+  bboltoracle check FILE
+  bboltoracle dump FILE
+  bboltoracle compress gzip|zlib|lzw      (stdin -> stdout)
+  bboltoracle decompress gzip|zlib|lzw    (stdin -> stdout)
+  bboltoracle reencode-delta              (stdin: delta JSON without hash trailer -> stdout)
+`
+
+// etcd-backup-restore writes .Z with compress/lzw, LSB order, literal width 8
+// (pkg/compressor: LzwLiteralWidth).
+const lzwLiteralWidth = 8
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "check":
+		needArgs(3)
+		os.Exit(check(os.Args[2]))
+	case "dump":
+		needArgs(3)
+		os.Exit(dump(os.Args[2]))
+	case "compress":
+		needArgs(3)
+		os.Exit(compress(os.Args[2]))
+	case "decompress":
+		needArgs(3)
+		os.Exit(decompress(os.Args[2]))
+	case "reencode-delta":
+		needArgs(2)
+		os.Exit(reencodeDelta())
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+}
+
+func needArgs(n int) {
+	if len(os.Args) != n {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+}
+
+func openReadOnly(path string) (*bolt.DB, error) {
+	// A timeout keeps us from hanging when a running etcd holds the flock.
+	return bolt.Open(path, 0400, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+}
+
+// check: exit 0 when OK, 1 with errors, 2 when the file cannot be opened.
+func check(path string) int {
+	db, err := openReadOnly(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "open %s: %v\n", path, err)
+		return 2
+	}
+	defer db.Close()
+	count := 0
+	err = db.View(func(tx *bolt.Tx) error {
+		for e := range tx.Check() {
+			fmt.Println(e)
+			count++
+		}
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "view %s: %v\n", path, err)
+		return 2
+	}
+	if count == 0 {
+		fmt.Println("OK")
+		return 0
+	}
+	fmt.Printf("%d errors found\n", count)
+	return 1
+}
+
+// The dump format is hand-written (not encoding/json) so it is byte-exact by construction:
+// standard base64 never needs escaping, and field order is fixed.
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+func writePath(w *bufio.Writer, path [][]byte) {
+	w.WriteString(`{"path":[`)
+	for i, p := range path {
+		if i > 0 {
+			w.WriteByte(',')
+		}
+		w.WriteByte('"')
+		w.WriteString(b64(p))
+		w.WriteByte('"')
+	}
+	w.WriteString(`]`)
+}
+
+func dumpBucket(w *bufio.Writer, b *bolt.Bucket, path [][]byte) {
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		// v == nil marks a nested bucket; an empty value of a plain key is also possible, so ask
+		// the bucket to tell the two apart.
+		if v == nil {
+			if child := b.Bucket(k); child != nil {
+				writePath(w, path)
+				fmt.Fprintf(w, `,"bucket":"%s","sequence":%d}`+"\n", b64(k), child.Sequence())
+				sub := append(append([][]byte{}, path...), append([]byte{}, k...))
+				dumpBucket(w, child, sub)
+				continue
+			}
+		}
+		writePath(w, path)
+		fmt.Fprintf(w, `,"key":"%s","value":"%s"}`+"\n", b64(k), b64(v))
+	}
+}
+
+func dump(path string) int {
+	db, err := openReadOnly(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "open %s: %v\n", path, err)
+		return 2
+	}
+	defer db.Close()
+	w := bufio.NewWriterSize(os.Stdout, 1<<20)
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			writePath(w, nil)
+			fmt.Fprintf(w, `,"bucket":"%s","sequence":%d}`+"\n", b64(name), b.Sequence())
+			dumpBucket(w, b, [][]byte{append([]byte{}, name...)})
+			return nil
+		})
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "dump %s: %v\n", path, err)
+		return 2
+	}
+	if err := w.Flush(); err != nil {
+		fmt.Fprintf(os.Stderr, "write: %v\n", err)
+		return 2
+	}
+	return 0
+}
+
+func compress(kind string) int {
+	out := bufio.NewWriterSize(os.Stdout, 1<<20)
+	var wc io.WriteCloser
+	switch kind {
+	case "gzip":
+		wc = gzip.NewWriter(out)
+	case "zlib":
+		wc = zlib.NewWriter(out)
+	case "lzw":
+		wc = lzw.NewWriter(out, lzw.LSB, lzwLiteralWidth)
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	if _, err := io.Copy(wc, bufio.NewReaderSize(os.Stdin, 1<<20)); err != nil {
+		fmt.Fprintf(os.Stderr, "compress: %v\n", err)
+		return 1
+	}
+	if err := wc.Close(); err != nil {
+		fmt.Fprintf(os.Stderr, "compress: %v\n", err)
+		return 1
+	}
+	if err := out.Flush(); err != nil {
+		fmt.Fprintf(os.Stderr, "write: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func decompress(kind string) int {
+	in := bufio.NewReaderSize(os.Stdin, 1<<20)
+	var r io.Reader
+	switch kind {
+	case "gzip":
+		gr, err := gzip.NewReader(in)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "decompress: %v\n", err)
+			return 1
+		}
+		r = gr
+	case "zlib":
+		zr, err := zlib.NewReader(in)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "decompress: %v\n", err)
+			return 1
+		}
+		r = zr
+	case "lzw":
+		r = lzw.NewReader(in, lzw.LSB, lzwLiteralWidth)
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	out := bufio.NewWriterSize(os.Stdout, 1<<20)
+	if _, err := io.Copy(out, r); err != nil {
+		fmt.Fprintf(os.Stderr, "decompress: %v\n", err)
+		return 1
+	}
+	if err := out.Flush(); err != nil {
+		fmt.Fprintf(os.Stderr, "write: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// The structs below carry the same json tags as etcd's mvccpb.KeyValue / mvccpb.Event
+// (api/mvccpb/kv.pb.go; clientv3.Event is a defined type over mvccpb.Event) and
+// etcd-backup-restore's delta wrapper (pkg/snapshot/snapshotter: event, pkg/types: Event).
+// Field order matters: encoding/json writes fields in declaration order.
+type keyValue struct {
+	Key            []byte `json:"key,omitempty"`
+	CreateRevision int64  `json:"create_revision,omitempty"`
+	ModRevision    int64  `json:"mod_revision,omitempty"`
+	Version        int64  `json:"version,omitempty"`
+	Value          []byte `json:"value,omitempty"`
+	Lease          int64  `json:"lease,omitempty"`
+}
+
+// mvccpb.Event_EventType is an int32 enum without MarshalJSON: PUT=0, DELETE=1.
+type mvccEvent struct {
+	Type   int32     `json:"type,omitempty"`
+	Kv     *keyValue `json:"kv,omitempty"`
+	PrevKv *keyValue `json:"prev_kv,omitempty"`
+}
+
+type deltaEvent struct {
+	EtcdEvent *mvccEvent `json:"etcdEvent"`
+	Time      time.Time  `json:"time"`
+}
+
+// reencodeDelta re-encodes each event on its own and joins them the way the snapshotter
+// does ('[' + events joined by ',' + ']'), which equals json.Marshal of the slice.
+func reencodeDelta() int {
+	in, err := ioutil.ReadAll(os.Stdin)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "read: %v\n", err)
+		return 1
+	}
+	var events []deltaEvent
+	dec := json.NewDecoder(bytes.NewReader(in))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&events); err != nil {
+		fmt.Fprintf(os.Stderr, "decode: %v\n", err)
+		return 1
+	}
+	if dec.More() {
+		fmt.Fprintln(os.Stderr, "decode: trailing data after the JSON array")
+		return 1
+	}
+	var out bytes.Buffer
+	for i := range events {
+		b, err := json.Marshal(&events[i])
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "encode: %v\n", err)
+			return 1
+		}
+		if i == 0 {
+			out.WriteByte('[')
+		} else {
+			out.WriteByte(',')
+		}
+		out.Write(b)
+	}
+	if len(events) == 0 {
+		out.WriteString("[]")
+	} else {
+		out.WriteByte(']')
+	}
+	if _, err := os.Stdout.Write(out.Bytes()); err != nil {
+		fmt.Fprintf(os.Stderr, "write: %v\n", err)
+		return 1
+	}
+	return 0
+}
