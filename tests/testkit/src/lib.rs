@@ -1,3 +1,28 @@
 //! testkit: test-only helpers shared by the workspace's tests and benches. See docs/testing.md.
+//!
+//! * [`deps`]: where `.deps/` is, and the skip/require rule for missing dependencies.
+//! * [`EtcdBins`], [`EtcdConfig`], [`EtcdProcess`]: a real etcd on 127.0.0.1 free ports,
+//!   health-waited, queried through etcdctl, always stopped by PID (also on panic).
+//! * [`ManagedProcess`] and [`pids`]: any server process, registered in the PID registry.
+//! * [`Fixture`], [`Oracle`]: committed backups under `testdata/backups/` and their oracle,
+//!   and the comparison of a running etcd with it.
+//! * [`GoOracle`]: the Go bbolt/compress/encoding-json reference binary.
 
+pub mod deps;
+pub mod error;
+pub mod etcd;
+pub mod gooracle;
+pub mod kv;
 pub mod objstore;
+pub mod oracle;
+pub mod pids;
+pub mod ports;
+pub mod process;
+
+pub use error::{Error, Result};
+pub use etcd::{ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, HashKv, Member, Range, Status};
+pub use gooracle::GoOracle;
+pub use kv::KeyValue;
+pub use oracle::{Fixture, Oracle};
+pub use ports::free_port;
+pub use process::ManagedProcess;
