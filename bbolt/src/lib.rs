@@ -21,4 +21,5 @@ pub use db::{Db, FreeSpace, OpenOptions};
 pub use error::{Corruption, Error, Result};
 pub use meta::Meta;
 pub use tx::{CommitStats, ReadTx, WriteTx};
+pub mod check;
 pub mod dump;
