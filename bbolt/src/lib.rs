@@ -21,5 +21,6 @@ pub use db::{Db, FreeSpace, OpenOptions};
 pub use error::{Corruption, Error, Result};
 pub use meta::Meta;
 pub use tx::{CommitStats, ReadTx, WriteTx};
+pub mod bulk;
 pub mod check;
 pub mod dump;

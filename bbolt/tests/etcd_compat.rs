@@ -34,7 +34,11 @@ fn txn(p: &EtcdProcess, ops: &[String]) {
         stdin.write_all(text.as_bytes()).unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "etcdctl txn: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "etcdctl txn: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Generates databases with etcd `version`: a snapshot (`etcdctl snapshot save`) and the
@@ -59,15 +63,23 @@ fn etcd_dbs(version: &str, dir: &Path) -> Option<Vec<PathBuf>> {
         txn(&p, &ops);
     }
     for batch in 0..10 {
-        let ops: Vec<String> = (0..100).map(|i| format!("del /registry/k{:05}", batch * 300 + i * 3)).collect();
+        let ops: Vec<String> = (0..100)
+            .map(|i| format!("del /registry/k{:05}", batch * 300 + i * 3))
+            .collect();
         txn(&p, &ops);
     }
-    txn(&p, &(0..50).map(|i| format!("put /registry/k{:05} again", i * 7)).collect::<Vec<_>>());
+    txn(
+        &p,
+        &(0..50)
+            .map(|i| format!("put /registry/k{:05} again", i * 7))
+            .collect::<Vec<_>>(),
+    );
     let rev = p.put("/last", "1").unwrap();
     p.etcdctl(&["compaction", &(rev / 2).to_string()]).unwrap();
     p.etcdctl(&["lease", "grant", "600"]).unwrap();
     let snap = dir.join(format!("snap-{version}.db"));
-    p.etcdctl(&["snapshot", "save", snap.to_str().unwrap()]).unwrap();
+    p.etcdctl(&["snapshot", "save", snap.to_str().unwrap()])
+        .unwrap();
     p.stop().unwrap();
     let live = dir.join(format!("live-{version}.db"));
     std::fs::copy(data.join("member/snap/db"), &live).unwrap();
@@ -81,7 +93,9 @@ fn fixture_dbs() -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "db") || p.file_name().is_some_and(|n| n == "db") {
+            } else if p.extension().is_some_and(|x| x == "db")
+                || p.file_name().is_some_and(|n| n == "db")
+            {
                 out.push(p);
             }
         }
@@ -93,7 +107,8 @@ fn fixture_dbs() -> Vec<PathBuf> {
 }
 
 fn our_dump(path: &Path) -> Vec<u8> {
-    let db = Db::open(path, OpenOptions::read_only()).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let db = Db::open(path, OpenOptions::read_only())
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     common::dump_of(&db)
 }
 
@@ -108,7 +123,9 @@ fn assert_same_as_go(path: &Path) {
 fn fixtures_dump_like_go() {
     for f in fixture_dbs() {
         // Only real bbolt files: fixtures directories may hold other things named *.db.
-        let head = std::fs::read(&f).map(|b| b.get(16..20) == Some(&[0xed, 0xda, 0x0c, 0xed][..])).unwrap_or(false);
+        let head = std::fs::read(&f)
+            .map(|b| b.get(16..20) == Some(&[0xed, 0xda, 0x0c, 0xed][..]))
+            .unwrap_or(false);
         if head {
             assert_same_as_go(&f);
         }
@@ -121,7 +138,14 @@ fn append_like_restore(src: &Path, dir: &Path) {
     let path = dir.join("appended.db");
     std::fs::copy(src, &path).unwrap();
     let before = common::read_db(&Db::open(&path, OpenOptions::read_only()).unwrap());
-    let db = Db::open(&path, OpenOptions { free_space: FreeSpace::AppendOnly, ..Default::default() }).unwrap();
+    let db = Db::open(
+        &path,
+        OpenOptions {
+            free_space: FreeSpace::AppendOnly,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let last = {
         let tx = db.begin_read();
         let b = tx.bucket(b"key").unwrap().expect("etcd has a key bucket");
@@ -145,12 +169,20 @@ fn append_like_restore(src: &Path, dir: &Path) {
         let mut m = tx.bucket_mut(b"meta").unwrap().unwrap();
         let ci = (batch + 7).to_be_bytes();
         m.put(b"consistent_index", &ci).unwrap();
-        expected.subs.get_mut(&b"meta"[..]).unwrap().kv.insert(b"consistent_index".to_vec(), ci.to_vec());
+        expected
+            .subs
+            .get_mut(&b"meta"[..])
+            .unwrap()
+            .kv
+            .insert(b"consistent_index".to_vec(), ci.to_vec());
         tx.commit().unwrap();
     }
     assert_eq!(db.meta().freelist, bbolt::meta::NO_FREELIST);
     let got = common::read_db(&db);
-    assert!(got == expected, "appended contents differ from the expectation");
+    assert!(
+        got == expected,
+        "appended contents differ from the expectation"
+    );
     drop(db);
     common::our_check_clean(&path);
     common::go_agrees(&path, &expected.dump());
@@ -158,12 +190,19 @@ fn append_like_restore(src: &Path, dir: &Path) {
 
 fn version_test(version: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let Some(files) = etcd_dbs(version, dir.path()) else { return };
+    let Some(files) = etcd_dbs(version, dir.path()) else {
+        return;
+    };
     for f in &files {
         assert_same_as_go(f);
         let tx_meta = Db::open(f, OpenOptions::read_only()).unwrap().meta();
         // etcd on Linux never syncs a freelist.
-        assert_eq!(tx_meta.freelist, bbolt::meta::NO_FREELIST, "{}", f.display());
+        assert_eq!(
+            tx_meta.freelist,
+            bbolt::meta::NO_FREELIST,
+            "{}",
+            f.display()
+        );
     }
     append_like_restore(&files[1], dir.path());
 }
