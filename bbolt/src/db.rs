@@ -46,6 +46,10 @@ pub struct OpenOptions {
     pub mapped_budget: usize,
     /// Take a `flock` (shared for read-only, exclusive otherwise) like bbolt does.
     pub lock: bool,
+    /// How long to wait for the lock before failing with [`Error::Locked`]. A short wait
+    /// also covers locks held for a moment by a child process that inherited the descriptor
+    /// between fork and exec.
+    pub lock_timeout: std::time::Duration,
 }
 
 impl Default for OpenOptions {
@@ -59,6 +63,7 @@ impl Default for OpenOptions {
             no_sync: false,
             mapped_budget: 32 << 20,
             lock: true,
+            lock_timeout: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -136,15 +141,25 @@ impl Db {
             .open(&path)
             .map_err(io_err(&path, "open", 0))?;
         if opts.lock {
-            let r = if opts.read_only {
-                file.try_lock_shared()
-            } else {
-                file.try_lock()
-            };
-            match r {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { path }),
-                Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&path, "flock", 0)(e)),
+            let start = std::time::Instant::now();
+            loop {
+                let r = if opts.read_only {
+                    file.try_lock_shared()
+                } else {
+                    file.try_lock()
+                };
+                match r {
+                    Ok(()) => break,
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        if start.elapsed() >= opts.lock_timeout {
+                            return Err(Error::Locked { path });
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(io_err(&path, "flock", 0)(e));
+                    }
+                }
             }
         }
         let map_file = file.try_clone().map_err(io_err(&path, "dup", 0))?;
