@@ -1,8 +1,8 @@
 //! Opening and creating database files, choosing the meta, handing out transactions.
 
-use std::fs::{File, OpenOptions as FsOpenOptions};
+use std::fs::OpenOptions as FsOpenOptions;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -275,10 +275,3 @@ impl Db {
         Ok(fl.count())
     }
 }
-
-/// Path helper for other modules' error messages.
-pub(crate) fn _path(db: &Db) -> PathBuf {
-    db.shared.path.clone()
-}
-
-pub(crate) fn _unused(_: &File) {}

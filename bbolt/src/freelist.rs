@@ -57,10 +57,6 @@ impl Freelist {
         Ok((ids.collect(), h.overflow))
     }
 
-    pub fn free_count(&self) -> usize {
-        self.free.len()
-    }
-
     pub fn count(&self) -> usize {
         self.free.len() + self.pending_set.len()
     }

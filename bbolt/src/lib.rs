@@ -24,3 +24,4 @@ pub use tx::{CommitStats, ReadTx, WriteTx};
 pub mod bulk;
 pub mod check;
 pub mod dump;
+pub mod stats;

@@ -346,11 +346,6 @@ pub(crate) struct ElemSrc<'a> {
     pub pgid: u64,
 }
 
-/// Serialized size of a node: header plus, per element, 16 bytes + key + value.
-pub(crate) fn node_size<'a>(elems: impl Iterator<Item = (usize, usize)> + 'a) -> usize {
-    PAGE_HEADER_SIZE + elems.map(|(k, v)| ELEM_SIZE + k + v).sum::<usize>()
-}
-
 /// Writes a branch or leaf node into `buf` (zeroed, at least the node size) the way Go packs
 /// it: elements first, then keys and values in element order, no gaps. The header id and
 /// overflow are written by the caller.

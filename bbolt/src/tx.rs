@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::bucket::{Bucket, BucketMut, Forest, ROOT_BUCKET, TxParts};
@@ -581,8 +581,4 @@ fn load_freelist(ps: usize, meta: &Meta, map: &MappedFile) -> Result<Freelist> {
     } else {
         freelist::rebuild(map.bytes(), ps, meta, Some(map))
     }
-}
-
-pub(crate) fn path_of(shared: &Shared) -> &Path {
-    &shared.path
 }
