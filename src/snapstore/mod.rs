@@ -1,1 +1,28 @@
 //! Reading etcd-backup-restore backups from an object store: names, listing, plan, fetch, decode.
+//!
+//! See docs/snapstore.md for the public interface and the rules behind it.
+
+pub mod bridge;
+pub mod codec;
+pub mod config;
+pub mod delta;
+pub mod fetch;
+pub mod name;
+pub mod plan;
+pub mod prefetch;
+pub mod store;
+
+pub use codec::{CodecError, compress_to, decompress_to, decompress_vec};
+pub use config::{Backend, ConfigError, FetchArgs, Provider, StoreArgs, StoreConfig};
+pub use delta::{
+    DeltaError, DeltaStats, Event, EventKind, OwnedEvent, decode_delta, decode_delta_json,
+    encode_delta,
+};
+pub use fetch::{FetchError, FullInfo, check_overlap, fetch_full};
+pub use name::{
+    Compression, Kind, Layout, NameError, ObjectKind, Snapshot, SnapshotName, classify_object,
+    format_snapshot_name, parse_snapshot_name,
+};
+pub use plan::{Plan, PlanError, PlanOptions, PlannedDelta, SkippedDelta, plan};
+pub use prefetch::{FetchedDelta, PrefetchOptions, Prefetcher};
+pub use store::{IgnoredObject, Listing, Store, StoreError};

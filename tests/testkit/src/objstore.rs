@@ -1,1 +1,361 @@
-//! Real object-store servers for tests (moto for S3, Azurite for Azure Blob), started and stopped by PID.
+//! Real object-store servers for tests: moto (S3) and Azurite (Azure Blob), each on a free
+//! 127.0.0.1 port, registered in the PID registry and stopped by PID when the guard drops.
+//!
+//! ```ignore
+//! let Some(moto) = MotoServer::start().unwrap() else { return }; // SKIP per docs/testing.md
+//! moto.create_bucket("b").unwrap();
+//! moto.upload_dir("b", "prefix", &local_dir).unwrap();
+//! // s3://b/prefix with endpoint moto.endpoint(), any access key
+//! ```
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::deps::require;
+use crate::error::{Error, Result};
+use crate::ports::free_port;
+use crate::process::ManagedProcess;
+
+/// How long a server gets to answer its first request.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Azurite's well-known development account (public, documented by Microsoft).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The credentials moto accepts (it accepts any).
+pub const MOTO_ACCESS_KEY: &str = "testing";
+pub const MOTO_SECRET_KEY: &str = "testing";
+
+/// One HTTP/1.1 request over a fresh connection; returns the status code and body.
+fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:.200}")))?;
+    let body = match resp.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => resp.get(i + 4..).unwrap_or_default().to_vec(),
+        None => Vec::new(),
+    };
+    Ok((status, body))
+}
+
+/// Waits until the server answers any HTTP request; fails early if the process exits.
+fn wait_http(proc: &mut ManagedProcess, port: u16, path: &str) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < READY_TIMEOUT {
+        if let Some(status) = proc.try_exited() {
+            return Err(Error::Exited {
+                what: proc.what().to_string(),
+                status: status.to_string(),
+                log: format!("\n{}", proc.log_tail(2000)),
+            });
+        }
+        if http(port, "GET", path, b"").is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(Error::Timeout {
+        what: format!("{} to answer HTTP", proc.what()),
+        secs: READY_TIMEOUT.as_secs(),
+        log: format!("\n{}", proc.log_tail(2000)),
+    })
+}
+
+/// Every file below `root`, as (path relative to root with '/' separators, absolute path).
+fn walk(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(|e| Error::io("read dir", &dir, e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io("read dir", &dir, e))?;
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(root) {
+                let rel = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                out.push((rel, p));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn join_key(prefix: &str, rel: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        rel.to_string()
+    } else {
+        format!("{prefix}/{rel}")
+    }
+}
+
+/// Percent-encodes a key for a URL path (keeps `/`).
+fn encode_path(key: &str) -> String {
+    let mut s = String::new();
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// moto's S3 server (`.deps/venv/bin/moto_server`).
+pub struct MotoServer {
+    proc: ManagedProcess,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl MotoServer {
+    /// Starts moto; `Ok(None)` means the dependency is missing and the test should return
+    /// (the SKIP line is already printed, or the test panicked if it is required).
+    pub fn start() -> Result<Option<MotoServer>> {
+        let Some(bin) = require("moto", "venv/bin/moto_server") else {
+            return Ok(None);
+        };
+        let dir = tempfile::tempdir().map_err(|e| Error::io("create temp dir", "/tmp", e))?;
+        let mut last = None;
+        for _ in 0..3 {
+            let port = free_port();
+            let mut cmd = Command::new(&bin);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            let log = dir.path().join(format!("moto-{port}.log"));
+            let mut proc =
+                ManagedProcess::spawn(cmd, &format!("moto_server 127.0.0.1:{port}"), &log)?;
+            match wait_http(&mut proc, port, "/") {
+                Ok(()) => {
+                    return Ok(Some(MotoServer {
+                        proc,
+                        port,
+                        _dir: dir,
+                    }));
+                }
+                Err(e) => {
+                    proc.stop()?;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::parse("moto", "did not start")))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<Vec<u8>> {
+        let (status, resp) =
+            http(self.port, method, path, body).map_err(|e| Error::io("moto request", path, e))?;
+        if !(200..300).contains(&status) {
+            return Err(Error::Command {
+                cmd: format!("{method} {path} (moto)"),
+                status: status.to_string(),
+                stderr: String::from_utf8_lossy(&resp).into_owned(),
+            });
+        }
+        Ok(resp)
+    }
+
+    pub fn create_bucket(&self, bucket: &str) -> Result<()> {
+        self.request("PUT", &format!("/{bucket}"), b"").map(|_| ())
+    }
+
+    pub fn put_object(&self, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
+        self.request("PUT", &format!("/{bucket}/{}", encode_path(key)), data)
+            .map(|_| ())
+    }
+
+    /// Uploads every file below `dir` as `<prefix>/<relative path>`; returns the count.
+    pub fn upload_dir(&self, bucket: &str, prefix: &str, dir: &Path) -> Result<usize> {
+        let files = walk(dir)?;
+        for (rel, path) in &files {
+            let data = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+            self.put_object(bucket, &join_key(prefix, rel), &data)?;
+        }
+        Ok(files.len())
+    }
+
+    /// Stops the server now (also done on drop).
+    pub fn stop(mut self) -> Result<()> {
+        self.proc.stop().map(|_| ())
+    }
+}
+
+/// Azurite's Blob server (`.deps/node/node_modules/.bin/azurite-blob`).
+pub struct AzuriteServer {
+    proc: ManagedProcess,
+    port: u16,
+    python: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+const AZURE_UPLOAD_PY: &str = r#"
+import os, sys
+from azure.storage.blob import BlobServiceClient
+port, container, prefix, root = sys.argv[1:5]
+conn = ("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=http://127.0.0.1:%s/%s;"
+        % (sys.argv[5], sys.argv[6], port, sys.argv[5]))
+svc = BlobServiceClient.from_connection_string(conn)
+c = svc.get_container_client(container)
+if not c.exists():
+    c.create_container()
+n = 0
+if root:
+    for dirpath, _, files in os.walk(root):
+        for f in sorted(files):
+            p = os.path.join(dirpath, f)
+            rel = os.path.relpath(p, root).replace(os.sep, "/")
+            key = (prefix.strip("/") + "/" + rel) if prefix.strip("/") else rel
+            with open(p, "rb") as fh:
+                c.upload_blob(key, fh, overwrite=True)
+            n += 1
+print(n)
+"#;
+
+impl AzuriteServer {
+    /// Starts Azurite; `Ok(None)` means the dependency is missing (see [`MotoServer::start`]).
+    pub fn start() -> Result<Option<AzuriteServer>> {
+        let Some(bin) = require("azurite", "node/node_modules/.bin/azurite-blob") else {
+            return Ok(None);
+        };
+        let Some(python) = require("azurite", "venv/bin/python") else {
+            return Ok(None);
+        };
+        let dir = tempfile::tempdir().map_err(|e| Error::io("create temp dir", "/tmp", e))?;
+        let mut last = None;
+        for _ in 0..3 {
+            let port = free_port();
+            let data = dir.path().join(format!("data-{port}"));
+            std::fs::create_dir_all(&data).map_err(|e| Error::io("create dir", &data, e))?;
+            let mut cmd = Command::new(&bin);
+            cmd.arg("--blobHost")
+                .arg("127.0.0.1")
+                .arg("--blobPort")
+                .arg(port.to_string())
+                .arg("-l")
+                .arg(&data)
+                .arg("--skipApiVersionCheck");
+            let log = dir.path().join(format!("azurite-{port}.log"));
+            let mut proc =
+                ManagedProcess::spawn(cmd, &format!("azurite-blob 127.0.0.1:{port}"), &log)?;
+            match wait_http(&mut proc, port, &format!("/{AZURITE_ACCOUNT}?comp=list")) {
+                Ok(()) => {
+                    return Ok(Some(AzuriteServer {
+                        proc,
+                        port,
+                        python,
+                        _dir: dir,
+                    }));
+                }
+                Err(e) => {
+                    proc.stop()?;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::parse("azurite", "did not start")))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// The blob service URL of the dev account: `http://127.0.0.1:<port>/devstoreaccount1`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+    }
+
+    fn run_python(&self, container: &str, prefix: &str, root: Option<&Path>) -> Result<usize> {
+        let root_arg = root.map(|p| p.display().to_string()).unwrap_or_default();
+        let out = Command::new(&self.python)
+            .arg("-c")
+            .arg(AZURE_UPLOAD_PY)
+            .arg(self.port.to_string())
+            .arg(container)
+            .arg(prefix)
+            .arg(&root_arg)
+            .arg(AZURITE_ACCOUNT)
+            .arg(AZURITE_KEY)
+            .output()
+            .map_err(|e| Error::io("run", &self.python, e))?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                cmd: format!("python azure upload to {container}"),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|e| Error::parse("azure upload count", e))
+    }
+
+    /// Creates a container (no error if it exists).
+    pub fn create_container(&self, container: &str) -> Result<()> {
+        self.run_python(container, "", None).map(|_| ())
+    }
+
+    /// Creates the container if needed and uploads every file below `dir` as
+    /// `<prefix>/<relative path>`; returns the count.
+    pub fn upload_dir(&self, container: &str, prefix: &str, dir: &Path) -> Result<usize> {
+        self.run_python(container, prefix, Some(dir))
+    }
+
+    pub fn stop(mut self) -> Result<()> {
+        self.proc.stop().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_paths() {
+        assert_eq!(join_key("", "v2/a"), "v2/a");
+        assert_eq!(join_key("/p/q/", "v2/a"), "p/q/v2/a");
+        assert_eq!(encode_path("p/a b+c"), "p/a%20b%2Bc");
+    }
+}

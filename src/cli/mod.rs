@@ -1,0 +1,28 @@
+//! Command-line commands, one file each. Every command takes the shared store flags
+//! ([`etcd_restore::snapstore::StoreArgs`]) by flattening them.
+
+mod ls;
+
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// List the snapshots in a backup store and the restore plan.
+    Ls(ls::LsArgs),
+}
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Ls(args) => ls::run(args).await,
+    }
+}
+
+/// `--to-time`: RFC 3339 (`2024-05-06T07:08:09Z`) or Unix seconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<i64>().map_err(|e| e.to_string());
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp())
+        .map_err(|e| format!("{s:?} is neither RFC 3339 nor Unix seconds: {e}"))
+}

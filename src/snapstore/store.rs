@@ -1,0 +1,450 @@
+//! A backup store: an object store plus the prefix that holds `v1/` and `v2/`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use object_store::path::Path as ObjPath;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig, WriteMultipart,
+};
+use thiserror::Error;
+
+use super::config::{Backend, StoreConfig};
+use super::name::{ObjectKind, Snapshot, classify_object};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot open store {store}: {source}")]
+    Open {
+        store: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("cannot open store {store}: {detail}")]
+    Setup { store: String, detail: String },
+    #[error("{store}: listing failed: {source}")]
+    List {
+        store: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{object}: {op} failed: {source}")]
+    Object {
+        object: String,
+        op: &'static str,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{object}: already exists; backups are never overwritten")]
+    AlreadyExists { object: String },
+    #[error("{object}: invalid object path: {detail}")]
+    BadPath { object: String, detail: String },
+    #[error("{object}: reading the local file failed: {source}")]
+    Io {
+        object: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An object the listing found that is not a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IgnoredObject {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Everything under the store prefix, classified.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Listing {
+    /// Snapshots in etcd-backup-restore's order (last revision, creation second).
+    pub snapshots: Vec<Snapshot>,
+    /// Chunk objects (`<name>/<10 digits>`), never used for restore.
+    pub chunks: u64,
+    pub ignored: Vec<IgnoredObject>,
+}
+
+/// The retry policy for cloud stores: exponential backoff from 100 ms to 15 s, at most 10 tries
+/// within 3 minutes (object_store retries only idempotent requests and 5xx/throttling answers).
+pub fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: 10,
+        retry_timeout: Duration::from_secs(180),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    prefix: String,
+    describe: String,
+    config: Option<StoreConfig>,
+}
+
+impl Store {
+    /// Opens the store described by a resolved configuration (no network access yet).
+    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let describe = config.describe();
+        let open_err = |source| StoreError::Open {
+            store: describe.clone(),
+            source,
+        };
+        let inner: Arc<dyn ObjectStore> = match &config.backend {
+            Backend::Local { root } => {
+                if !root.is_dir() {
+                    return Err(StoreError::Setup {
+                        store: describe,
+                        detail: "no such directory".into(),
+                    });
+                }
+                Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(root)
+                        .map_err(open_err)?,
+                )
+            }
+            Backend::S3(s3) => {
+                let mut b = if s3.from_env {
+                    object_store::aws::AmazonS3Builder::from_env()
+                } else {
+                    object_store::aws::AmazonS3Builder::new()
+                };
+                b = b
+                    .with_bucket_name(&s3.bucket)
+                    .with_retry(retry_config())
+                    .with_virtual_hosted_style_request(s3.virtual_hosted_style)
+                    .with_allow_http(s3.allow_http);
+                if let Some(e) = &s3.endpoint {
+                    b = b.with_endpoint(e);
+                }
+                if let Some(r) = &s3.region {
+                    b = b.with_region(r);
+                } else if s3.endpoint.is_some() {
+                    // S3-compatible servers accept any region, but the signature needs one.
+                    b = b.with_region("us-east-1");
+                }
+                if let Some(k) = &s3.access_key_id {
+                    b = b.with_access_key_id(k);
+                }
+                if let Some(k) = &s3.secret_access_key {
+                    b = b.with_secret_access_key(k);
+                }
+                if let Some(r) = &s3.role_arn {
+                    b = b.with_config(object_store::aws::AmazonS3ConfigKey::RoleArn, r);
+                }
+                if let Some(t) = &s3.web_identity_token_file {
+                    b = b.with_config(
+                        object_store::aws::AmazonS3ConfigKey::WebIdentityTokenFile,
+                        t,
+                    );
+                }
+                if let Some(k) = &s3.sse_customer_key {
+                    b = b.with_ssec_encryption(k);
+                }
+                if s3.disable_bulk_delete {
+                    b = b.with_disable_bulk_delete(true);
+                }
+                b = b.with_client_options(client_options(
+                    s3.allow_http,
+                    s3.allow_invalid_certificates,
+                    s3.trusted_ca_pem.as_deref(),
+                    &describe,
+                )?);
+                Arc::new(b.build().map_err(open_err)?)
+            }
+            Backend::Gcs(g) => {
+                let mut b = if g.from_env {
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                } else {
+                    object_store::gcp::GoogleCloudStorageBuilder::new()
+                };
+                b = b.with_bucket_name(&g.bucket).with_retry(retry_config());
+                if let Some(p) = &g.service_account_path {
+                    b = b.with_service_account_path(p.display().to_string());
+                }
+                if let Some(u) = &g.base_url {
+                    b = b.with_base_url(u);
+                }
+                b = b.with_client_options(client_options(g.allow_http, false, None, &describe)?);
+                Arc::new(b.build().map_err(open_err)?)
+            }
+            Backend::Azure(a) => {
+                let mut b = if a.from_env {
+                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                } else {
+                    object_store::azure::MicrosoftAzureBuilder::new()
+                };
+                b = b
+                    .with_container_name(&a.container)
+                    .with_retry(retry_config())
+                    .with_allow_http(a.allow_http);
+                if let Some(acct) = &a.account {
+                    b = b.with_account(acct);
+                }
+                if let Some(k) = &a.access_key {
+                    b = b.with_access_key(k);
+                }
+                if let Some(e) = &a.endpoint {
+                    b = b.with_endpoint(e.trim_end_matches('/').to_string());
+                }
+                b = b.with_client_options(client_options(a.allow_http, false, None, &describe)?);
+                Arc::new(b.build().map_err(open_err)?)
+            }
+        };
+        Ok(Store {
+            inner,
+            prefix: config.prefix.clone(),
+            describe,
+            config: Some(config.clone()),
+        })
+    }
+
+    /// Wraps an existing object store (tests, in-memory stores).
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, prefix: &str, describe: &str) -> Store {
+        Store {
+            inner,
+            prefix: prefix.trim_matches('/').to_string(),
+            describe: describe.to_string(),
+            config: None,
+        }
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    pub fn config(&self) -> Option<&StoreConfig> {
+        self.config.as_ref()
+    }
+
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    /// The full object path for a path relative to the store root.
+    pub fn object_path(&self, relative: &str) -> Result<ObjPath, StoreError> {
+        let full = if self.prefix.is_empty() {
+            relative.to_string()
+        } else {
+            format!("{}/{relative}", self.prefix)
+        };
+        ObjPath::parse(&full).map_err(|e| StoreError::BadPath {
+            object: full.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    fn relative<'p>(&self, location: &'p str) -> Option<&'p str> {
+        if self.prefix.is_empty() {
+            Some(location)
+        } else {
+            location
+                .strip_prefix(self.prefix.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+        }
+    }
+
+    /// Lists every object below the prefix and classifies it; v1 and v2 are merged.
+    pub async fn list_snapshots(&self) -> Result<Listing, StoreError> {
+        let mut listing = Listing::default();
+        for layout in ["v1", "v2"] {
+            let dir = self.object_path(layout)?;
+            let mut stream = self.inner.list(Some(&dir));
+            while let Some(item) = stream.next().await {
+                let meta = item.map_err(|source| StoreError::List {
+                    store: self.describe.clone(),
+                    source,
+                })?;
+                let location = meta.location.as_ref();
+                let Some(rel) = self.relative(location) else {
+                    continue;
+                };
+                match classify_object(rel, Some(meta.size)) {
+                    ObjectKind::Snapshot(s) => listing.snapshots.push(s),
+                    ObjectKind::Chunk => {
+                        tracing::debug!(object = location, "ignoring chunk object");
+                        listing.chunks += 1;
+                    }
+                    ObjectKind::Unknown(reason) => {
+                        tracing::debug!(object = location, %reason, "ignoring unknown object");
+                        listing.ignored.push(IgnoredObject {
+                            path: rel.to_string(),
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        super::plan::sort_snapshots(&mut listing.snapshots);
+        Ok(listing)
+    }
+
+    /// Streams an object's bytes (relative path).
+    pub async fn get(
+        &self,
+        relative: &str,
+    ) -> Result<(ObjectMeta, BoxStream<'static, object_store::Result<Bytes>>), StoreError> {
+        let path = self.object_path(relative)?;
+        let res = self
+            .inner
+            .get(&path)
+            .await
+            .map_err(|source| StoreError::Object {
+                object: relative.to_string(),
+                op: "get",
+                source,
+            })?;
+        let meta = res.meta.clone();
+        Ok((meta, res.into_stream()))
+    }
+
+    pub async fn head(&self, relative: &str) -> Result<ObjectMeta, StoreError> {
+        let path = self.object_path(relative)?;
+        self.inner
+            .head(&path)
+            .await
+            .map_err(|source| StoreError::Object {
+                object: relative.to_string(),
+                op: "head",
+                source,
+            })
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, relative: &str) -> Result<bool, StoreError> {
+        match self.head(relative).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::Object {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes a small object only if it does not exist yet (If-None-Match on cloud stores).
+    pub async fn put_create(&self, relative: &str, data: Bytes) -> Result<(), StoreError> {
+        let path = self.object_path(relative)?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .inner
+            .put_opts(&path, PutPayload::from_bytes(data), opts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(StoreError::AlreadyExists {
+                object: relative.to_string(),
+            }),
+            Err(source) => Err(StoreError::Object {
+                object: relative.to_string(),
+                op: "put",
+                source,
+            }),
+        }
+    }
+
+    /// Uploads a local file in parts (`part_size`, `concurrency` parts in flight) to a new
+    /// object. Multipart uploads cannot be conditional everywhere, so existence is checked
+    /// first; the window between check and completion is the caller's to avoid (names carry
+    /// a creation second and a revision).
+    pub async fn put_multipart_file(
+        &self,
+        relative: &str,
+        file: &std::path::Path,
+        part_size: u64,
+        concurrency: usize,
+    ) -> Result<u64, StoreError> {
+        use tokio::io::AsyncReadExt;
+        if self.exists(relative).await? {
+            return Err(StoreError::AlreadyExists {
+                object: relative.to_string(),
+            });
+        }
+        let path = self.object_path(relative)?;
+        let io_err = |source| StoreError::Io {
+            object: relative.to_string(),
+            source,
+        };
+        let mut f = tokio::fs::File::open(file).await.map_err(io_err)?;
+        let upload =
+            self.inner
+                .put_multipart(&path)
+                .await
+                .map_err(|source| StoreError::Object {
+                    object: relative.to_string(),
+                    op: "put_multipart",
+                    source,
+                })?;
+        let part = usize::try_from(part_size).unwrap_or(usize::MAX).max(1);
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        let result: Result<(), StoreError> = async {
+            loop {
+                let n = f.read(&mut buf).await.map_err(io_err)?;
+                if n == 0 {
+                    break;
+                }
+                writer
+                    .wait_for_capacity(concurrency.max(1))
+                    .await
+                    .map_err(|source| StoreError::Object {
+                        object: relative.to_string(),
+                        op: "put_multipart",
+                        source,
+                    })?;
+                writer.write(buf.get(..n).unwrap_or_default());
+                total += n as u64;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        writer.finish().await.map_err(|source| StoreError::Object {
+            object: relative.to_string(),
+            op: "complete multipart upload",
+            source,
+        })?;
+        Ok(total)
+    }
+}
+
+fn client_options(
+    allow_http: bool,
+    allow_invalid_certificates: bool,
+    trusted_ca_pem: Option<&str>,
+    describe: &str,
+) -> Result<ClientOptions, StoreError> {
+    // No overall request timeout: a multi-GB snapshot streams for minutes. A stalled
+    // connection is caught by the read timeout instead (and retried).
+    let mut o = ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_timeout_disabled()
+        .with_read_timeout(Duration::from_secs(60));
+    if allow_invalid_certificates {
+        o = o.with_allow_invalid_certificates(true);
+    }
+    if let Some(pem) = trusted_ca_pem {
+        let cert =
+            object_store::Certificate::from_pem(pem.as_bytes()).map_err(|e| StoreError::Setup {
+                store: describe.to_string(),
+                detail: format!("trustedCaCert: {e}"),
+            })?;
+        o = o.with_root_certificate(cert);
+    }
+    Ok(o)
+}
