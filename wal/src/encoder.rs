@@ -103,6 +103,9 @@ pub struct WalWriter<'f> {
     state: HardState,
     last_index: u64,
     cuts: u64,
+    /// Set after a failed write or fsync: the on-disk state is uncertain, so (like etcd,
+    /// which panics) the writer refuses further work.
+    failed: bool,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
@@ -182,6 +185,7 @@ impl<'f> WalWriter<'f> {
             state: HardState::default(),
             last_index: 0,
             cuts: 0,
+            failed: false,
         })
     }
 
@@ -204,19 +208,39 @@ impl<'f> WalWriter<'f> {
         self.dir.join(self.segment.file_name())
     }
 
+    fn check(&self) -> Result<(), WalError> {
+        if self.failed {
+            return Err(WalError::Invalid {
+                path: self.tail_path(),
+                what: "an earlier write or fsync failed; reopen the WAL".into(),
+            });
+        }
+        Ok(())
+    }
+
     fn write(&mut self, bytes: &[u8]) -> Result<(), WalError> {
+        self.check()?;
         let p = self.tail_path();
-        self.tail
-            .write_all_at(bytes, self.offset)
-            .map_err(io_err(&p))?;
+        if let Err(e) = self.tail.write_all_at(bytes, self.offset) {
+            // A partly written record whose sectors are not all zero would read as
+            // corruption, not as a torn write; cut it off (best effort).
+            self.failed = true;
+            let _ = self.tail.set_len(self.offset);
+            let _ = self.tail.sync();
+            return Err(WalError::io(p, e));
+        }
         self.offset += bytes.len() as u64;
         Ok(())
     }
 
     /// fsync the current segment.
     pub fn sync(&mut self) -> Result<(), WalError> {
+        self.check()?;
         let p = self.tail_path();
-        self.tail.sync().map_err(io_err(&p))
+        self.tail.sync().map_err(|e| {
+            self.failed = true;
+            WalError::io(p, e)
+        })
     }
 
     /// etcd's `Save`: the entries, then the HardState (unless empty); fsync when raft
@@ -265,6 +289,14 @@ impl<'f> WalWriter<'f> {
     /// `<seq+1>-<last index+1>.wal` (built under a `.tmp` name, preallocated) with
     /// `crc`, `metadata`, `state`, fsync it, rename it, fsync the directory.
     fn cut(&mut self) -> Result<(), WalError> {
+        let r = self.cut_inner();
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    fn cut_inner(&mut self) -> Result<(), WalError> {
         let old = self.tail_path();
         self.tail.set_len(self.offset).map_err(io_err(&old))?;
         self.sync()?;

@@ -99,10 +99,50 @@ fn write_and_check_live(version: &str) -> Option<Written> {
         "index gap: {:?}",
         report.warnings
     );
-    // The second segment is named after the first index it may hold.
+    // The second segment is named after the first index it may hold (last entry of the
+    // first segment + 1) and starts with crc, metadata, state: the layout our writer's
+    // cut reproduces (tests/writer.rs).
     let seg1 = report.segments[1].id;
     assert_eq!(seg1.seq, 1);
-    assert!(seg1.index > 1 && seg1.index <= status.raft_index);
+    let all: Vec<_> = records(&OsFs, &wal_dir)
+        .expect("records")
+        .map(|r| r.expect("record"))
+        .collect();
+    let last_entry_seg0 = all
+        .iter()
+        .filter(|r| r.segment.seq == 0 && r.rec_type == 2)
+        .filter_map(|r| {
+            match wal::dump::decode_content(r.rec_type, r.data.as_deref().unwrap_or_default()) {
+                wal::dump::RecordContent::Entry { entry, .. } => Some(entry.index),
+                _ => None,
+            }
+        })
+        .max()
+        .expect("entries in segment 0");
+    assert_eq!(seg1.index, last_entry_seg0 + 1);
+    let head: Vec<i64> = all
+        .iter()
+        .filter(|r| r.segment == seg1)
+        .take(3)
+        .map(|r| r.rec_type)
+        .collect();
+    assert_eq!(
+        head,
+        vec![4, 1, 3],
+        "crc, metadata, state at the start of a cut segment"
+    );
+    // Segment 0 was truncated at its end by the cut; the crc record of segment 1 carries
+    // the CRC of segment 0's last record.
+    assert_eq!(report.segments[0].size, report.segments[0].end_offset);
+    let last0 = all
+        .iter()
+        .rfind(|r| r.segment.seq == 0)
+        .expect("last of segment 0");
+    let first1 = all
+        .iter()
+        .find(|r| r.segment == seg1)
+        .expect("first of segment 1");
+    assert_eq!(first1.crc, last0.crc);
     // etcd's start-up path: newest matching .snap, then ReadAll from it.
     let state = wal::load_member(&OsFs, &data).expect("load member");
     let (snap_name, snap) = state.snapshot.as_ref().expect("a .snap matches the WAL");

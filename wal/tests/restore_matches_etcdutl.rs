@@ -150,3 +150,18 @@ fn three_members_match_etcdctl_3_4_23() {
     };
     compare("3.4.23", RestoreFlavor::V3_4, &f);
 }
+
+/// Go's JSON escaping of names (`<`, `>`, `&`, quotes, backslash, control characters,
+/// U+2028) in the ConfChange context and the v2 store JSON, checked against etcd itself.
+#[test]
+fn special_characters_in_names_match_etcdutl_3_5_1() {
+    let name = "m<&>\"\\\té\u{2028}\u{1}z";
+    let ic = format!("{name}=http://127.0.0.1:2380,other=http://127.0.0.2:2380");
+    let f = Flags {
+        name,
+        initial_cluster: &ic,
+        token: "tok",
+        advertise: "http://127.0.0.1:2380",
+    };
+    compare("3.5.1", RestoreFlavor::V3_5, &f);
+}
