@@ -473,6 +473,7 @@ class Gen:
         self.live = {}  # key -> value, as far as our own writes tell
         self.leases = {}  # id -> record
         self.key_lease = {}  # key -> lease id
+        self.pinned = set()  # keys the random workload leaves alone
         self.compact_revision = 0
         self.notes = ""
         self.store = os.path.join(out, "store")
@@ -691,7 +692,7 @@ class Gen:
         """One client write: update, delete, delete-range, multi-op txn, put with a lease, or a
         new key; the live key count hovers around LIVE_TARGET."""
         rng = self.rng
-        keys = list(self.live)
+        keys = [k for k in self.live if k not in self.pinned]
         r = rng.random()
         crowded = len(keys) > self.LIVE_TARGET
         if keys and r < 0.34:
@@ -939,7 +940,8 @@ def scenario_basic(g, size=1.15):
     g.delta("zlib")
     g.ops(n(60))  # dropped by the next full: the gap before it
     g.full("zlib")
-    big = b"/registry/configmaps/kube-system/huge-1mib"
+    big = b"/registry/configmaps-big/kube-system/huge-1mib"
+    g.pinned.add(big)
     g.put(big, g.compressible(1 << 20))
     revoked = g.grant(600)
     for _ in range(3):
@@ -962,7 +964,8 @@ def scenario_basic(g, size=1.15):
     g.ops(n(20))
     g.auth = g.etcd.auth_state()
     latest = g.full("gzip", final=True, racing=4)
-    g.put(b"/registry/configmaps/default/big-512k", g.compressible(512 << 10))
+    g.pinned.add(b"/registry/configmaps-big/default/big-512k")
+    g.put(b"/registry/configmaps-big/default/big-512k", g.compressible(512 << 10))
     g.ops(n(140))
     d1 = g.delta("lzw")
     later = g.grant(2)

@@ -90,9 +90,10 @@ impl ObjectRecord {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Leases {
-    /// Granted and still attached to keys at `final_revision`.
+    /// Still alive when the generator finished.
     pub alive: Vec<LeaseRecord>,
-    /// Expired in the source (their keys were deleted by etcd, or will be by a restored etcd).
+    /// Expired in the source; `ended_revision` is the revision of the key deletions it caused
+    /// (it may be after `final_revision`: the backup then still holds the keys).
     pub expired: Vec<LeaseRecord>,
     pub revoked: Vec<LeaseRecord>,
 }
@@ -101,6 +102,10 @@ pub struct Leases {
 pub struct LeaseRecord {
     pub id: i64,
     pub ttl: i64,
+    /// The store's revision when the lease was granted (a full whose db revision is below it
+    /// does not hold the lease).
+    #[serde(default)]
+    pub granted_revision: i64,
     /// Revision at which it expired or was revoked (0 if still alive at the end).
     #[serde(default)]
     pub ended_revision: i64,
