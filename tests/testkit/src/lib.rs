@@ -19,14 +19,15 @@ pub mod pids;
 pub mod ports;
 pub mod process;
 
-// Re-exported so integration tests need no dev-dependencies of their own.
+// base64, serde_json and tempfile are re-exported so integration tests need no
+// dev-dependencies of their own.
 pub use base64;
 pub use error::{Error, Result};
-pub use serde_json;
-pub use tempfile;
 pub use etcd::{ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, HashKv, Member, Range, Status};
 pub use gooracle::GoOracle;
 pub use kv::KeyValue;
 pub use oracle::{Fixture, Oracle};
 pub use ports::free_port;
 pub use process::ManagedProcess;
+pub use serde_json;
+pub use tempfile;
