@@ -63,6 +63,9 @@ pub struct Plan {
     /// Set when `--to-revision` cuts the last delta short: stop after this revision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_at_revision: Option<i64>,
+    /// The `--to-revision` the plan was made for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_revision: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -86,6 +89,66 @@ pub enum PlanError {
         base: String,
         next: Option<String>,
     },
+    #[error(
+        "base {base}: its database is at revision {db_revision}, below the revision {name_revision} in its name"
+    )]
+    BaseOlderThanName {
+        base: String,
+        name_revision: i64,
+        db_revision: i64,
+    },
+    #[error(
+        "revision {requested} is not in the backup: the base {base} already holds revision {db_revision}"
+    )]
+    BelowBase {
+        requested: i64,
+        base: String,
+        db_revision: i64,
+    },
+}
+
+impl Plan {
+    /// Refines the plan once the base is downloaded and its real revision is known (the name
+    /// can lag the database, upstream issue 1044): deltas the database already covers are
+    /// skipped (issue 844), and a delta straddling it is applied from the next revision on.
+    pub fn apply_base_revision(&mut self, db_revision: i64) -> Result<(), PlanError> {
+        if db_revision < self.base.last_revision() {
+            return Err(PlanError::BaseOlderThanName {
+                base: self.base.path.clone(),
+                name_revision: self.base.last_revision(),
+                db_revision,
+            });
+        }
+        if let Some(r) = self.to_revision
+            && r < db_revision
+        {
+            return Err(PlanError::BelowBase {
+                requested: r,
+                base: self.base.path.clone(),
+                db_revision,
+            });
+        }
+        let mut kept = Vec::with_capacity(self.deltas.len());
+        for mut d in std::mem::take(&mut self.deltas) {
+            if d.snapshot.last_revision() <= db_revision {
+                self.skipped.push(SkippedDelta {
+                    reason: format!("covered by the base's database (revision {db_revision})"),
+                    snapshot: d.snapshot,
+                });
+                continue;
+            }
+            if d.snapshot.start_revision() <= db_revision {
+                d.skip_through_revision =
+                    Some(d.skip_through_revision.unwrap_or(0).max(db_revision));
+            }
+            kept.push(d);
+        }
+        self.deltas = kept;
+        if self.to_revision.is_none() {
+            self.target_revision = self.target_revision.max(db_revision);
+        }
+        Ok(())
+    }
 }
 
 fn scope(o: &PlanOptions) -> String {
@@ -263,6 +326,7 @@ pub fn plan(list: &[Snapshot], options: PlanOptions) -> Result<Plan, PlanError> 
         skipped,
         target_revision,
         stop_at_revision,
+        to_revision: options.to_revision,
     })
 }
 
@@ -611,6 +675,54 @@ mod tests {
         .unwrap();
         assert_eq!(p.base.snap_name, "Full-00000000-00000005-50");
         assert_eq!(p.target_revision, 10);
+    }
+
+    #[test]
+    fn base_revision_refines_the_plan() {
+        let list = vec![
+            s(FULL),
+            s("Incr-00000011-00000014-101"),
+            s("Incr-00000015-00000020-102"),
+            s("Incr-00000021-00000030-103"),
+        ];
+        let mut p = plan(&list, PlanOptions::default()).unwrap();
+        // The db holds up to 16: the first delta is covered (844), the second straddles (1044).
+        p.apply_base_revision(16).unwrap();
+        assert_eq!(
+            names(&p),
+            ["Incr-00000015-00000020-102", "Incr-00000021-00000030-103"]
+        );
+        assert_eq!(p.deltas[0].skip_through_revision, Some(16));
+        assert_eq!(p.deltas[1].skip_through_revision, None);
+        assert_eq!(
+            p.skipped[0].snapshot.snap_name,
+            "Incr-00000011-00000014-101"
+        );
+        assert_eq!(p.target_revision, 30);
+
+        let mut p = plan(&list, PlanOptions::default()).unwrap();
+        assert!(matches!(
+            p.apply_base_revision(9),
+            Err(PlanError::BaseOlderThanName { .. })
+        ));
+        // Newer than everything: no deltas left, the target is the db.
+        let mut p = plan(&list, PlanOptions::default()).unwrap();
+        p.apply_base_revision(35).unwrap();
+        assert!(p.deltas.is_empty());
+        assert_eq!(p.target_revision, 35);
+        // A point in time the base has already passed.
+        let mut p = plan(
+            &list,
+            PlanOptions {
+                to_revision: Some(12),
+                to_time: None,
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            p.apply_base_revision(13),
+            Err(PlanError::BelowBase { requested: 12, .. })
+        ));
     }
 
     #[test]
