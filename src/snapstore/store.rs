@@ -38,6 +38,13 @@ pub enum StoreError {
         #[source]
         source: object_store::Error,
     },
+    /// The store holds a key that is not a safe relative path (`..`, `.`, empty segments).
+    /// A listing page containing it cannot be read, so rather than silently missing the
+    /// snapshots on that page we stop.
+    #[error(
+        "{store}: refusing to list: an object key is not a safe path ({detail}); remove or rename that object"
+    )]
+    UnsafeKey { store: String, detail: String },
     #[error("{object}: already exists; backups are never overwritten")]
     AlreadyExists { object: String },
     #[error("{object}: invalid object path: {detail}")]
@@ -258,9 +265,15 @@ impl Store {
             let dir = self.object_path(layout)?;
             let mut stream = self.inner.list(Some(&dir));
             while let Some(item) = stream.next().await {
-                let meta = item.map_err(|source| StoreError::List {
-                    store: self.describe.clone(),
-                    source,
+                let meta = item.map_err(|source| match source {
+                    object_store::Error::InvalidPath { source } => StoreError::UnsafeKey {
+                        store: self.describe.clone(),
+                        detail: source.to_string(),
+                    },
+                    source => StoreError::List {
+                        store: self.describe.clone(),
+                        source,
+                    },
                 })?;
                 let location = meta.location.as_ref();
                 let Some(rel) = self.relative(location) else {
