@@ -127,6 +127,9 @@ pub(crate) struct BState {
     /// Opened child buckets by name.
     pub children: BTreeMap<Vec<u8>, BucketId>,
     pub fill_percent: f64,
+    /// The rightmost leaf when the last put appended to it: a key greater than its last key
+    /// goes there without a search (revision keys arrive in increasing order).
+    pub append_leaf: Option<NodeId>,
 }
 
 impl BState {
@@ -139,6 +142,7 @@ impl BState {
             by_pgid: HashMap::new(),
             children: BTreeMap::new(),
             fill_percent: DEFAULT_FILL_PERCENT,
+            append_leaf: None,
         }
     }
 }
@@ -201,11 +205,24 @@ impl Forest {
         ctx: Ctx<'_>,
         key: &[u8],
     ) -> Result<(Vec<usize>, Option<(u32, Bytes)>)> {
+        let (path, found, _) = self.seek_edge(b, ctx, key)?;
+        Ok((path, found))
+    }
+
+    /// [`seek`](Self::seek), and whether the slot is past the last key of the bucket.
+    #[allow(clippy::type_complexity)]
+    fn seek_edge(
+        &self,
+        b: BucketId,
+        ctx: Ctx<'_>,
+        key: &[u8],
+    ) -> Result<(Vec<usize>, Option<(u32, Bytes)>, bool)> {
         let mut c = self.cursor(b, ctx)?;
         let found = c.seek_slot(key)?;
         Ok((
             c.branch_path(),
             found.map(|e| (e.flags, Bytes::from_slice(e.value, ctx.data))),
+            c.at_right_edge(),
         ))
     }
 
@@ -248,26 +265,33 @@ impl Forest {
         if value.len() > page::MAX_VALUE_SIZE {
             return Err(Error::ValueTooLarge(value.len()));
         }
-        let (path, found) = self.seek(b, ctx, key)?;
+        let ino = Inode {
+            flags: 0,
+            pgid: 0,
+            key: Bytes::Heap(key.into()),
+            value: Bytes::Heap(value.into()),
+        };
+        if let Some(leaf) = self.buckets[b].append_leaf {
+            let n = &self.ar.nodes[leaf];
+            if !n.dead && n.is_leaf && n.inodes.last().is_some_and(|l| key > l.key.get(ctx.data)) {
+                self.ar.push(leaf, ino);
+                return Ok(());
+            }
+        }
+        let (path, found, edge) = self.seek_edge(b, ctx, key)?;
         if found.is_some_and(|(f, _)| f & BUCKET_LEAF_FLAG != 0) {
             return Err(Error::IncompatibleValue { key: key.to_vec() });
         }
         let leaf = self.materialize(b, &ctx, &path)?;
-        self.ar.put(
-            leaf,
-            ctx.data,
-            key,
-            Inode {
-                flags: 0,
-                pgid: 0,
-                key: Bytes::Heap(key.into()),
-                value: Bytes::Heap(value.into()),
-            },
-        );
+        self.ar.put(leaf, ctx.data, key, ino);
+        if edge {
+            self.buckets[b].append_leaf = Some(leaf);
+        }
         Ok(())
     }
 
     pub fn delete(&mut self, b: BucketId, ctx: Ctx<'_>, key: &[u8]) -> Result<bool> {
+        self.buckets[b].append_leaf = None;
         let (path, found) = self.seek(b, ctx, key)?;
         match found {
             None => return Ok(false),
@@ -318,6 +342,7 @@ impl Forest {
 
     pub fn create_bucket(&mut self, b: BucketId, ctx: Ctx<'_>, name: &[u8]) -> Result<BucketId> {
         check_key(name)?;
+        self.buckets[b].append_leaf = None;
         let (path, found) = self.seek(b, ctx, name)?;
         match found {
             Some((f, _)) if f & BUCKET_LEAF_FLAG != 0 => {
@@ -355,6 +380,7 @@ impl Forest {
         pager: &mut dyn Pager,
         name: &[u8],
     ) -> Result<()> {
+        self.buckets[b].append_leaf = None;
         let Some(child) = self.open_child(b, ctx, name)? else {
             let (_, found) = self.seek(b, ctx, name)?;
             return Err(match found {
@@ -431,6 +457,7 @@ impl Forest {
 
     /// Merges underfull nodes of `b` and its opened children.
     pub fn rebalance(&mut self, b: BucketId, ctx: Ctx<'_>, pager: &mut dyn Pager) -> Result<()> {
+        self.buckets[b].append_leaf = None;
         let mut ids: Vec<NodeId> = self.buckets[b].by_pgid.values().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -447,6 +474,7 @@ impl Forest {
 
     /// Writes bucket `b` and its changed children (upstream `Bucket.spill`).
     pub fn spill(&mut self, b: BucketId, ctx: Ctx<'_>, pager: &mut dyn Pager) -> Result<()> {
+        self.buckets[b].append_leaf = None;
         let children: Vec<(Vec<u8>, BucketId)> = self.buckets[b]
             .children
             .iter()

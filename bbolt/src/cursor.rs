@@ -356,6 +356,20 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Whether the position is past the last key of the whole tree (the rightmost leaf's
+    /// end).
+    pub(crate) fn at_right_edge(&self) -> bool {
+        let n = self.stack.len();
+        n > 0
+            && self.stack.iter().enumerate().all(|(i, (f, idx))| {
+                if i + 1 == n {
+                    *idx >= f.count()
+                } else {
+                    *idx + 1 == f.count()
+                }
+            })
+    }
+
     /// Child indices of the branch levels of the current position (for materializing the
     /// path in a write transaction).
     pub(crate) fn branch_path(&self) -> Vec<usize> {

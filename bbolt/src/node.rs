@@ -93,6 +93,14 @@ pub(crate) trait Pager {
     fn allocate(&mut self, pages: usize) -> Result<u64>;
     fn free(&mut self, pgid: u64, overflow: u32) -> Result<()>;
     fn write(&mut self, pgid: u64, buf: Vec<u8>) -> Result<()>;
+    /// Writes a run of `pages` pages at `pgid`, letting `fill` serialize into a zeroed buffer
+    /// (which may sit inside a write-combining buffer, saving a copy).
+    fn write_with(
+        &mut self,
+        pgid: u64,
+        pages: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()>;
 }
 
 /// The node arena of a write transaction.
@@ -183,6 +191,13 @@ impl Arena {
         }
     }
 
+    /// Appends an inode known to sort after every other one.
+    pub fn push(&mut self, id: NodeId, ino: Inode) {
+        self.heap_bytes += ino.key.heap_len() + ino.value.heap_len();
+        self.inode_count += 1;
+        self.nodes[id].inodes.push(ino);
+    }
+
     /// Removes `key`; marks the node for rebalancing.
     pub fn del(&mut self, id: NodeId, map: &[u8], key: &[u8]) -> bool {
         let (idx, exact) = self.search(id, map, key);
@@ -204,20 +219,6 @@ impl Arena {
             id = p;
         }
         id
-    }
-
-    /// Serializes node `id` into a page buffer of `pages` pages with header id `pgid`.
-    pub fn write_page(
-        &self,
-        id: NodeId,
-        map: &[u8],
-        ps: usize,
-        pages: usize,
-        pgid: u64,
-    ) -> Vec<u8> {
-        let mut buf = page::alloc_buf(ps, pages, pgid);
-        self.write_into(id, map, &mut buf);
-        buf
     }
 
     /// Serializes node `id` into `buf` (zeroed, at least `size(id)` bytes).
@@ -463,8 +464,12 @@ impl Tree<'_> {
             let size = self.ar.size(part);
             let pages = page::pages_for(size, self.ps);
             let pgid = pager.allocate(pages)?;
-            let buf = self.ar.write_page(part, self.map, self.ps, pages, pgid);
-            pager.write(pgid, buf)?;
+            let (ar, map) = (&*self.ar, self.map);
+            pager.write_with(pgid, pages, &mut |buf| {
+                buf[0..8].copy_from_slice(&pgid.to_le_bytes());
+                buf[12..16].copy_from_slice(&((pages - 1) as u32).to_le_bytes());
+                ar.write_into(part, map, buf);
+            })?;
             let n = &mut self.ar.nodes[part];
             n.pgid = pgid;
             n.spilled = true;

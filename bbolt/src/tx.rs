@@ -252,6 +252,28 @@ impl Alloc {
 }
 
 impl Pager for Alloc {
+    fn write_with(
+        &mut self,
+        pgid: u64,
+        pages: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()> {
+        let len = pages * self.ps;
+        let pos = pgid * self.ps as u64;
+        if self.wbuf.is_empty() || self.wpos + self.wbuf.len() as u64 != pos {
+            self.flush()?;
+            self.wpos = pos;
+        }
+        self.stats.pages_written += pages as u64;
+        let start = self.wbuf.len();
+        self.wbuf.resize(start + len, 0);
+        fill(&mut self.wbuf[start..]);
+        if self.wbuf.len() >= WRITE_COMBINE {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     fn allocate(&mut self, pages: usize) -> Result<u64> {
         if let Space::Tracked(fl) = &mut self.space
             && let Some(id) = fl.allocate(pages)
