@@ -259,8 +259,8 @@ impl StoreArgs {
 
     pub fn resolve_with(&self, env: EnvLookup<'_>) -> Result<StoreConfig, ConfigError> {
         let backend_prefix = match (&self.store, self.storage_provider) {
-            (Some(url), _) => self.from_url(url, env)?,
-            (None, Some(p)) => self.from_provider(p, env)?,
+            (Some(url), _) => self.resolve_url(url, env)?,
+            (None, Some(p)) => self.resolve_provider(p, env)?,
             (None, None) => return Err(ConfigError::NoStore),
         };
         let (backend, prefix) = backend_prefix;
@@ -277,7 +277,7 @@ impl StoreArgs {
         self.store_allow_http || endpoint.is_some_and(|e| e.starts_with("http://"))
     }
 
-    fn from_url(&self, url: &str, env: EnvLookup<'_>) -> Result<(Backend, String), ConfigError> {
+    fn resolve_url(&self, url: &str, env: EnvLookup<'_>) -> Result<(Backend, String), ConfigError> {
         let Some((scheme, rest)) = url.split_once("://") else {
             // A plain path.
             return Ok((
@@ -361,7 +361,7 @@ impl StoreArgs {
         }
     }
 
-    fn from_provider(
+    fn resolve_provider(
         &self,
         provider: Provider,
         env: EnvLookup<'_>,

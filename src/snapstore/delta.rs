@@ -367,7 +367,7 @@ where
 
 /// Keys are matched like Go's `encoding/json`: exact first, then ASCII case-insensitively.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Key {
+enum Field {
     EtcdEvent,
     Time,
     Type,
@@ -381,18 +381,18 @@ enum Key {
     Other,
 }
 
-fn key_of(s: &str) -> Key {
-    const KEYS: [(&str, Key); 10] = [
-        ("etcdEvent", Key::EtcdEvent),
-        ("time", Key::Time),
-        ("type", Key::Type),
-        ("kv", Key::Kv),
-        ("key", Key::Key),
-        ("value", Key::Value),
-        ("create_revision", Key::CreateRevision),
-        ("mod_revision", Key::ModRevision),
-        ("version", Key::Version),
-        ("lease", Key::Lease),
+fn key_of(s: &str) -> Field {
+    const KEYS: [(&str, Field); 10] = [
+        ("etcdEvent", Field::EtcdEvent),
+        ("time", Field::Time),
+        ("type", Field::Type),
+        ("kv", Field::Kv),
+        ("key", Field::Key),
+        ("value", Field::Value),
+        ("create_revision", Field::CreateRevision),
+        ("mod_revision", Field::ModRevision),
+        ("version", Field::Version),
+        ("lease", Field::Lease),
     ];
     for (name, k) in KEYS {
         if name == s {
@@ -404,24 +404,24 @@ fn key_of(s: &str) -> Key {
             return k;
         }
     }
-    Key::Other
+    Field::Other
 }
 
 struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Key;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+    type Value = Field;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Field, D::Error> {
         d.deserialize_str(KeySeed)
     }
 }
 
 impl<'de> Visitor<'de> for KeySeed {
-    type Value = Key;
+    type Value = Field;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a field name")
     }
-    fn visit_str<Er: de::Error>(self, v: &str) -> Result<Key, Er> {
+    fn visit_str<Er: de::Error>(self, v: &str) -> Result<Field, Er> {
         Ok(key_of(v))
     }
 }
@@ -463,11 +463,11 @@ where
         let mut time = TimeText::Absent;
         while let Some(k) = map.next_key_seed(KeySeed)? {
             match k {
-                Key::EtcdEvent => map.next_value_seed(EtcdEventSeed {
+                Field::EtcdEvent => map.next_value_seed(EtcdEventSeed {
                     ctx: &mut *ctx,
                     fields: &mut fields,
                 })?,
-                Key::Time => {
+                Field::Time => {
                     time = map.next_value_seed(TimeSeed(&mut ctx.time))?;
                 }
                 _ => {
@@ -566,8 +566,8 @@ impl<'de, F, E> Visitor<'de> for EtcdEventSeed<'_, '_, '_, F, E> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(k) = map.next_key_seed(KeySeed)? {
             match k {
-                Key::Type => self.fields.kind = map.next_value::<Option<i64>>()?.unwrap_or(0),
-                Key::Kv => map.next_value_seed(KvSeed {
+                Field::Type => self.fields.kind = map.next_value::<Option<i64>>()?.unwrap_or(0),
+                Field::Kv => map.next_value_seed(KvSeed {
                     ctx: &mut *self.ctx,
                     fields: &mut *self.fields,
                 })?,
@@ -611,7 +611,7 @@ impl<'de, F, E> Visitor<'de> for KvSeed<'_, '_, '_, F, E> {
         let ctx = self.ctx;
         while let Some(k) = map.next_key_seed(KeySeed)? {
             match k {
-                Key::Key => {
+                Field::Key => {
                     if let Err(detail) = map.next_value_seed(Base64Seed(&mut ctx.key))? {
                         return Err(ctx.fail(Failure::Base64 {
                             field: "key",
@@ -619,7 +619,7 @@ impl<'de, F, E> Visitor<'de> for KvSeed<'_, '_, '_, F, E> {
                         }));
                     }
                 }
-                Key::Value => {
+                Field::Value => {
                     if let Err(detail) = map.next_value_seed(Base64Seed(&mut ctx.value))? {
                         return Err(ctx.fail(Failure::Base64 {
                             field: "value",
@@ -627,14 +627,16 @@ impl<'de, F, E> Visitor<'de> for KvSeed<'_, '_, '_, F, E> {
                         }));
                     }
                 }
-                Key::CreateRevision => {
+                Field::CreateRevision => {
                     self.fields.create_revision = map.next_value::<Option<i64>>()?.unwrap_or(0)
                 }
-                Key::ModRevision => {
+                Field::ModRevision => {
                     self.fields.mod_revision = map.next_value::<Option<i64>>()?.unwrap_or(0)
                 }
-                Key::Version => self.fields.version = map.next_value::<Option<i64>>()?.unwrap_or(0),
-                Key::Lease => self.fields.lease = map.next_value::<Option<i64>>()?.unwrap_or(0),
+                Field::Version => {
+                    self.fields.version = map.next_value::<Option<i64>>()?.unwrap_or(0)
+                }
+                Field::Lease => self.fields.lease = map.next_value::<Option<i64>>()?.unwrap_or(0),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
