@@ -31,6 +31,16 @@ fn main() {
             }
         },
         "append" => append(&args[2]),
+        "gen" => {
+            let n: u64 = std::env::var("KEYS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3_300_000);
+            let t = std::time::Instant::now();
+            bbolt_gen(&args[2], n);
+            eprintln!("generated {n} keys in {:.1}s", t.elapsed().as_secs_f64());
+            0
+        }
         "check" => {
             let t = std::time::Instant::now();
             match bbolt::check::check_file(args[2].as_ref(), &Default::default()) {
@@ -97,4 +107,61 @@ fn append(path: &str) -> i32 {
     let secs = t.elapsed().as_secs_f64();
     eprintln!("{n} keys in {secs:.3}s = {:.0} keys/s", n as f64 / secs);
     0
+}
+
+/// An etcd-like database: `key` bucket with 17-byte revision keys and ~300-byte
+/// KeyValue-shaped values written in increasing order with fill 0.9, plus small buckets.
+fn bbolt_gen(path: &str, n: u64) {
+    let _ = std::fs::remove_file(path);
+    let db = bbolt::Db::open(
+        path,
+        bbolt::OpenOptions {
+            create: true,
+            free_space: bbolt::FreeSpace::AppendOnly,
+            no_sync: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    db.update(|tx| {
+        for b in [
+            &b"alarm"[..],
+            b"auth",
+            b"authRoles",
+            b"authUsers",
+            b"cluster",
+            b"lease",
+            b"members",
+            b"members_removed",
+            b"meta",
+        ] {
+            tx.create_bucket(b)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut rev = 2u64;
+    while rev < n + 2 {
+        let mut tx = db.begin_write().unwrap();
+        let mut b = tx.create_bucket_if_not_exists(b"key").unwrap();
+        b.set_fill_percent(0.9);
+        for _ in 0..100_000 {
+            if rev >= n + 2 {
+                break;
+            }
+            let mut k = [0u8; 17];
+            k[..8].copy_from_slice(&rev.to_be_bytes());
+            k[8] = b'_';
+            let key = format!("/registry/pods/default/pod-{:08}", rev % 50_000);
+            let mut v = Vec::with_capacity(320);
+            v.push(0x0a);
+            v.push(key.len() as u8);
+            v.extend_from_slice(key.as_bytes());
+            v.extend_from_slice(&[0x10, 0x02, 0x18, 0x04, 0x20, 0x01, 0x2a, 0xc8, 0x02]);
+            v.extend(std::iter::repeat_n((rev % 251) as u8, 0x148));
+            b.put(&k, &v).unwrap();
+            rev += 1;
+        }
+        tx.commit().unwrap();
+    }
 }

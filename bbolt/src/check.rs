@@ -197,6 +197,18 @@ fn kind_of(c: &Corruption) -> FindingKind {
     }
 }
 
+/// Byte-wise comparison with an 8-byte big-endian prefix step (most keys differ there).
+#[inline]
+fn fast_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    if let (Some(x), Some(y)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) {
+        let (x, y) = (u64::from_be_bytes(*x), u64::from_be_bytes(*y));
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    a.cmp(b)
+}
+
 fn hex(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 2);
     for x in b.iter().take(64) {
@@ -356,8 +368,10 @@ impl<'a> Checker<'a> {
         hi: Option<&'a [u8]>,
     ) {
         let what = if p.is_leaf() { "leaf" } else { "branch" };
+        let mut broken = false;
         if let Some(pk) = prev {
-            if key <= pk {
+            if fast_cmp(key, pk).is_le() {
+                broken = true;
                 self.add(
                     Some(p.id),
                     FindingKind::KeyOrder,
@@ -382,8 +396,10 @@ impl<'a> Checker<'a> {
                 ),
             );
         }
+        // Keys in order inside the page are all below `hi` when the last one is.
         if let Some(h) = hi
-            && key >= h
+            && (broken || i + 1 == p.len())
+            && fast_cmp(key, h).is_ge()
         {
             self.add(
                 Some(p.id),

@@ -178,7 +178,11 @@ mod tests {
         assert!(f.free(5, 9, 0).is_err(), "9 is free already");
         assert_eq!(f.allocate(2), None, "8 is pending");
         f.release_below(5);
-        assert_eq!(f.allocate(2), Some(7), "7 was free, 8 came back from pending");
+        assert_eq!(
+            f.allocate(2),
+            Some(7),
+            "7 was free, 8 came back from pending"
+        );
         let buf = Freelist::from_ids([4, 2].into_iter(), 10, 2)
             .unwrap()
             .write_page(9, 1, 4096);
