@@ -2,13 +2,12 @@
 //! and the torn-write rule that tells a repairable tail from corruption (etcd's
 //! `decoder.go`, `ReadAll`'s crc-record check). Never panics on any input bytes.
 
-use std::borrow::Cow;
 use std::path::Path;
 
 use crate::error::{Damage, DamageKind, DamageReason, WalError};
 use crate::record::{FRAME_HEADER_LEN, RecordRef, RecordType, decode_length_word, parse_record};
 use crate::segment::SegmentId;
-use crate::storage::Fs;
+use crate::storage::{File, Fs};
 
 /// etcd's `minSectorSize`: torn-write detection looks at 512-byte sectors.
 const SECTOR: u64 = 512;
@@ -52,9 +51,14 @@ pub struct DecodeEnd {
 pub trait Visitor {
     fn segment_start(&mut self, _segment: SegmentId, _len: u64) {}
     fn record(&mut self, rec: &DecodedRecord<'_>) -> Result<(), Damage>;
-    /// Called when a segment ends cleanly; `rest` is the segment from `end_offset` on
-    /// (zeros for preallocated space).
-    fn segment_end(&mut self, _segment: SegmentId, _end_offset: u64, _rest: &[u8]) {}
+    /// Whether [`Visitor::segment_end`] should be told about non-zero bytes after a
+    /// clean end (costs a scan of the preallocated space).
+    fn wants_stale_scan(&self) -> bool {
+        false
+    }
+    /// Called when a segment ends cleanly at `end_offset`; `stale_at` is the first
+    /// non-zero byte after it (only looked for if [`Visitor::wants_stale_scan`]).
+    fn segment_end(&mut self, _segment: SegmentId, _end_offset: u64, _stale_at: Option<u64>) {}
 }
 
 /// Decoder state within one segment; carried across segments for the CRC.
@@ -62,6 +66,83 @@ pub trait Visitor {
 pub struct Cursor {
     pub offset: u64,
     pub crc: u32,
+}
+
+/// A segment's bytes, read through a window so a segment is never held in memory as a
+/// whole (and tests/fuzzing can use plain slices).
+pub trait Source {
+    /// Segment length in bytes.
+    fn len(&self) -> u64;
+    /// Up to `n` bytes at `off`: exactly `n` unless the segment ends first.
+    fn get(&mut self, off: u64, n: u64) -> std::io::Result<&[u8]>;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Source for &[u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn get(&mut self, off: u64, n: u64) -> std::io::Result<&[u8]> {
+        let len = <[u8]>::len(self) as u64;
+        let start = off.min(len);
+        let end = start.saturating_add(n).min(len);
+        Ok(<[u8]>::get(self, start as usize..end as usize).unwrap_or_default())
+    }
+}
+
+/// Window size of [`FileSource`]: large enough that syscalls are rare, small enough to
+/// stay in cache.
+const WINDOW: usize = 1 << 20;
+
+/// A segment file read through a reusable window buffer (pread).
+pub struct FileSource {
+    file: Box<dyn File>,
+    len: u64,
+    buf: Vec<u8>,
+    base: u64,
+    filled: usize,
+}
+
+impl FileSource {
+    pub fn open(fs: &dyn Fs, path: &Path) -> std::io::Result<FileSource> {
+        let file = fs.open_read(path)?;
+        let len = file.len()?;
+        Ok(FileSource {
+            file,
+            len,
+            buf: Vec::new(),
+            base: 0,
+            filled: 0,
+        })
+    }
+}
+
+impl Source for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn get(&mut self, off: u64, n: u64) -> std::io::Result<&[u8]> {
+        let off = off.min(self.len);
+        // Bounded by the file length, so a corrupt length word cannot make us allocate
+        // more than the segment's size.
+        let want = n.min(self.len - off) as usize;
+        let have = off >= self.base && off + want as u64 <= self.base + self.filled as u64;
+        if !have {
+            let size = want.max(WINDOW).min((self.len - off) as usize);
+            if self.buf.len() < size {
+                self.buf.resize(size, 0);
+            }
+            let dst = self.buf.get_mut(..size).unwrap_or_default();
+            self.file.read_exact_at(dst, off)?;
+            self.base = off;
+            self.filled = size;
+        }
+        let start = (off - self.base) as usize;
+        Ok(self.buf.get(start..start + want).unwrap_or_default())
+    }
 }
 
 /// Result of decoding one frame.
@@ -75,18 +156,23 @@ pub enum Step<'a> {
     Damage(Damage),
 }
 
-/// Decodes the frame at `cur.offset` of `buf` (the whole segment). `is_last` enables
-/// torn-write classification, which etcd applies only to the last segment.
-pub fn step<'a>(buf: &'a [u8], segment: SegmentId, cur: &mut Cursor, is_last: bool) -> Step<'a> {
+/// Decodes the frame at `cur.offset` of a segment. `is_last` enables torn-write
+/// classification, which etcd applies only to the last segment.
+pub fn step<'a, S: Source>(
+    src: &'a mut S,
+    segment: SegmentId,
+    cur: &mut Cursor,
+    is_last: bool,
+) -> std::io::Result<Step<'a>> {
     let off = cur.offset;
-    let len = buf.len() as u64;
+    let len = src.len();
     let damage = |kind, reason| {
-        Step::Damage(Damage {
+        Ok(Step::Damage(Damage {
             segment,
             offset: off,
             kind,
             reason,
-        })
+        }))
     };
     let torn_or_corrupt = if is_last {
         DamageKind::Torn
@@ -95,26 +181,29 @@ pub fn step<'a>(buf: &'a [u8], segment: SegmentId, cur: &mut Cursor, is_last: bo
     };
     let remaining = len.saturating_sub(off);
     if remaining == 0 {
-        return Step::End { offset: off };
+        return Ok(Step::End { offset: off });
     }
-    let Some(word_bytes) = slice(buf, off, FRAME_HEADER_LEN) else {
-        return damage(
-            torn_or_corrupt,
-            DamageReason::ShortLengthWord {
-                available: remaining,
-            },
-        );
-    };
     let mut w = [0u8; 8];
-    w.copy_from_slice(word_bytes);
+    {
+        let word_bytes = src.get(off, FRAME_HEADER_LEN)?;
+        if word_bytes.len() < 8 {
+            return damage(
+                torn_or_corrupt,
+                DamageReason::ShortLengthWord {
+                    available: remaining,
+                },
+            );
+        }
+        w.copy_from_slice(word_bytes);
+    }
     let word = u64::from_le_bytes(w);
     if word == 0 {
-        return Step::End { offset: off };
+        return Ok(Step::End { offset: off });
     }
     let (rec_len, pad) = decode_length_word(word);
     let need = rec_len + pad; // < 2^56 + 8, no overflow
     let available = remaining - FRAME_HEADER_LEN;
-    let Some(framed) = slice(buf, off + FRAME_HEADER_LEN, need) else {
+    if need > available {
         return damage(
             torn_or_corrupt,
             DamageReason::ShortRecord {
@@ -122,7 +211,8 @@ pub fn step<'a>(buf: &'a [u8], segment: SegmentId, cur: &mut Cursor, is_last: bo
                 available,
             },
         );
-    };
+    }
+    let framed = src.get(off + FRAME_HEADER_LEN, need)?;
     let payload = framed.get(..rec_len as usize).unwrap_or_default();
     let torn_if = |reason| {
         let kind = if is_last && has_zero_sector(framed, off + FRAME_HEADER_LEN) {
@@ -130,7 +220,12 @@ pub fn step<'a>(buf: &'a [u8], segment: SegmentId, cur: &mut Cursor, is_last: bo
         } else {
             DamageKind::Corrupt
         };
-        damage(kind, reason)
+        Ok(Step::Damage(Damage {
+            segment,
+            offset: off,
+            kind,
+            reason,
+        }))
     };
     let rec = match parse_record(payload) {
         Ok(r) => r,
@@ -161,19 +256,13 @@ pub fn step<'a>(buf: &'a [u8], segment: SegmentId, cur: &mut Cursor, is_last: bo
     }
     let frame_len = FRAME_HEADER_LEN + need;
     cur.offset = off + frame_len;
-    Step::Record(DecodedRecord {
+    Ok(Step::Record(DecodedRecord {
         segment,
         offset: off,
         frame_len,
         rec_len,
         record: rec,
-    })
-}
-
-fn slice(buf: &[u8], off: u64, len: u64) -> Option<&[u8]> {
-    let start = usize::try_from(off).ok()?;
-    let end = usize::try_from(off.checked_add(len)?).ok()?;
-    buf.get(start..end)
+    }))
 }
 
 /// etcd's `isTornEntry`: split the frame payload at 512-byte file-offset boundaries; a
@@ -216,6 +305,21 @@ pub fn first_nonzero(b: &[u8]) -> Option<usize> {
         .map(|p| pos + p)
 }
 
+/// Offset of the first non-zero byte of `src` at or after `off`.
+fn first_nonzero_from<S: Source>(src: &mut S, mut off: u64) -> std::io::Result<Option<u64>> {
+    while off < src.len() {
+        let chunk = src.get(off, WINDOW as u64)?;
+        if chunk.is_empty() {
+            break;
+        }
+        if let Some(p) = first_nonzero(chunk) {
+            return Ok(Some(off + p as u64));
+        }
+        off += chunk.len() as u64;
+    }
+    Ok(None)
+}
+
 /// Decodes in-memory segments in order (the CRC chain continues across them).
 pub fn decode_buffers<V: Visitor>(
     segments: &[(SegmentId, &[u8])],
@@ -224,29 +328,35 @@ pub fn decode_buffers<V: Visitor>(
     let ids: Vec<SegmentId> = segments.iter().map(|(id, _)| *id).collect();
     drive(
         &ids,
-        |i| Ok::<_, std::convert::Infallible>(Cow::Borrowed(segments[i].1)),
+        |i| Ok::<_, std::convert::Infallible>(segments.get(i).map(|(_, b)| *b).unwrap_or_default()),
         visitor,
     )
     .map_err(|e| match e {
         DriveError::Damage(d) => d,
         DriveError::Load(never) => match never {},
+        DriveError::Io(i, _) => Damage {
+            // Slices never fail to read.
+            segment: ids.get(i).copied().unwrap_or_default(),
+            offset: 0,
+            kind: DamageKind::Corrupt,
+            reason: DamageReason::Unmarshal("read error".into()),
+        },
     })
 }
 
-/// Decodes the given segments of `wal_dir`, loading one segment at a time.
+/// Decodes the given segments of `wal_dir`, reading each through a window buffer.
 pub fn decode_segments<V: Visitor>(
     fs: &dyn Fs,
     wal_dir: &Path,
     segments: &[SegmentId],
     visitor: &mut V,
 ) -> Result<DecodeEnd, WalError> {
+    let path = |i: usize| wal_dir.join(segments.get(i).copied().unwrap_or_default().file_name());
     drive(
         segments,
         |i| {
-            let p = wal_dir.join(segments[i].file_name());
-            fs.read_file(&p)
-                .map(Cow::Owned)
-                .map_err(|e| WalError::io(p, e))
+            let p = path(i);
+            FileSource::open(fs, &p).map_err(|e| WalError::io(p, e))
         },
         visitor,
     )
@@ -256,40 +366,43 @@ pub fn decode_segments<V: Visitor>(
             damage,
         },
         DriveError::Load(e) => e,
+        DriveError::Io(i, e) => WalError::io(path(i), e),
     })
 }
 
 enum DriveError<E> {
     Damage(Damage),
     Load(E),
+    Io(usize, std::io::Error),
 }
 
-fn drive<'b, V: Visitor, E>(
+fn drive<V: Visitor, E, S: Source>(
     ids: &[SegmentId],
-    mut load: impl FnMut(usize) -> Result<Cow<'b, [u8]>, E>,
+    mut load: impl FnMut(usize) -> Result<S, E>,
     visitor: &mut V,
 ) -> Result<DecodeEnd, DriveError<E>> {
     let mut crc = 0u32;
     let mut end = DecodeEnd {
         tail: Tail::Clean,
-        last_segment: ids
-            .first()
-            .copied()
-            .unwrap_or(SegmentId { seq: 0, index: 0 }),
+        last_segment: ids.first().copied().unwrap_or_default(),
         last_valid_offset: 0,
         crc: 0,
     };
     for (i, &id) in ids.iter().enumerate() {
-        let buf = load(i).map_err(DriveError::Load)?;
+        let mut src = load(i).map_err(DriveError::Load)?;
         let is_last = i + 1 == ids.len();
-        visitor.segment_start(id, buf.len() as u64);
+        visitor.segment_start(id, src.len());
         let mut cur = Cursor { offset: 0, crc };
         loop {
-            match step(&buf, id, &mut cur, is_last) {
+            match step(&mut src, id, &mut cur, is_last).map_err(|e| DriveError::Io(i, e))? {
                 Step::Record(rec) => visitor.record(&rec).map_err(DriveError::Damage)?,
                 Step::End { offset } => {
-                    let rest = buf.get(offset as usize..).unwrap_or_default();
-                    visitor.segment_end(id, offset, rest);
+                    let stale = if visitor.wants_stale_scan() {
+                        first_nonzero_from(&mut src, offset).map_err(|e| DriveError::Io(i, e))?
+                    } else {
+                        None
+                    };
+                    visitor.segment_end(id, offset, stale);
                     break;
                 }
                 Step::Damage(d) => {
@@ -342,7 +455,7 @@ pub struct WalIter<'f> {
     dir: std::path::PathBuf,
     segments: Vec<SegmentId>,
     pos: usize,
-    buf: Option<Vec<u8>>,
+    src: Option<FileSource>,
     cur: Cursor,
     end: Option<DecodeEnd>,
     failed: bool,
@@ -355,7 +468,7 @@ impl<'f> WalIter<'f> {
             dir: wal_dir.to_path_buf(),
             segments,
             pos: 0,
-            buf: None,
+            src: None,
             cur: Cursor::default(),
             end: None,
             failed: false,
@@ -365,6 +478,11 @@ impl<'f> WalIter<'f> {
     /// How decoding ended (`None` until the iterator returned `None` without error).
     pub fn end(&self) -> Option<&DecodeEnd> {
         self.end.as_ref()
+    }
+
+    fn fail(&mut self, e: WalError) -> Option<Result<WalRecord, WalError>> {
+        self.failed = true;
+        Some(Err(e))
     }
 }
 
@@ -377,23 +495,24 @@ impl Iterator for WalIter<'_> {
         }
         loop {
             let id = *self.segments.get(self.pos)?;
-            if self.buf.is_none() {
-                let p = self.dir.join(id.file_name());
-                match self.fs.read_file(&p) {
-                    Ok(b) => self.buf = Some(b),
-                    Err(e) => {
-                        self.failed = true;
-                        return Some(Err(WalError::io(p, e)));
-                    }
+            let p = self.dir.join(id.file_name());
+            if self.src.is_none() {
+                match FileSource::open(self.fs, &p) {
+                    Ok(s) => self.src = Some(s),
+                    Err(e) => return self.fail(WalError::io(p, e)),
                 }
                 self.cur.offset = 0;
             }
-            let buf = self.buf.as_deref().unwrap_or_default();
             let is_last = self.pos + 1 == self.segments.len();
-            match step(buf, id, &mut self.cur, is_last) {
+            let src = self.src.as_mut()?;
+            let step = match step(src, id, &mut self.cur, is_last) {
+                Ok(s) => s,
+                Err(e) => return self.fail(WalError::io(p, e)),
+            };
+            match step {
                 Step::Record(r) => return Some(Ok(WalRecord::from_decoded(&r))),
                 Step::End { offset } => {
-                    self.buf = None;
+                    self.src = None;
                     self.pos += 1;
                     if self.pos == self.segments.len() {
                         self.end = Some(DecodeEnd {
@@ -415,11 +534,8 @@ impl Iterator for WalIter<'_> {
                         });
                         return None;
                     }
-                    self.failed = true;
-                    return Some(Err(WalError::Damaged {
-                        dir: self.dir.clone(),
-                        damage: d,
-                    }));
+                    let dir = self.dir.clone();
+                    return self.fail(WalError::Damaged { dir, damage: d });
                 }
             }
         }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::decoder::{DecodedRecord, Tail, Visitor, decode_buffers};
+use crate::decoder::{DecodedRecord, Tail, Visitor, decode_segments};
 use crate::error::{Damage, WalError};
 use crate::segment::list_segments;
 use crate::storage::Fs;
@@ -44,23 +44,13 @@ pub fn repair(fs: &dyn Fs, wal_dir: &Path) -> Result<RepairOutcome, WalError> {
         });
     };
     let path = wal_dir.join(last.file_name());
-    let bytes = fs.read_file(&path).map_err(|e| WalError::io(&path, e))?;
-    let end =
-        decode_buffers(&[(last, &bytes)], &mut Nothing).map_err(|damage| WalError::Damaged {
-            dir: wal_dir.to_path_buf(),
-            damage,
-        })?;
+    // Like etcd, the last segment is decoded on its own (its crc record starts the chain).
+    let end = decode_segments(fs, wal_dir, &[last], &mut Nothing)?;
     let Tail::Torn(damage) = end.tail else {
         return Ok(RepairOutcome::Clean);
     };
     let broken = free_broken_name(fs, &path)?;
-    let mut copy = fs
-        .create_new(&broken, 0o600)
-        .map_err(|e| WalError::io(&broken, e))?;
-    copy.write_all_at(&bytes, 0)
-        .map_err(|e| WalError::io(&broken, e))?;
-    copy.sync().map_err(|e| WalError::io(&broken, e))?;
-    drop(copy);
+    copy_file(fs, &path, &broken)?;
     fs.sync_dir(wal_dir).map_err(|e| WalError::io(wal_dir, e))?;
     let mut f = fs.open_rw(&path).map_err(|e| WalError::io(&path, e))?;
     f.set_len(end.last_valid_offset)
@@ -91,4 +81,23 @@ fn free_broken_name(fs: &dyn Fs, segment: &Path) -> Result<PathBuf, WalError> {
     Err(WalError::Exists {
         path: segment.with_extension("wal.broken"),
     })
+}
+
+/// Copies `from` to a new file `to` in chunks and fsyncs it.
+fn copy_file(fs: &dyn Fs, from: &Path, to: &Path) -> Result<(), WalError> {
+    let src = fs.open_read(from).map_err(|e| WalError::io(from, e))?;
+    let len = src.len().map_err(|e| WalError::io(from, e))?;
+    let mut dst = fs.create_new(to, 0o600).map_err(|e| WalError::io(to, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < len {
+        let n = buf.len().min((len - off) as usize);
+        let chunk = buf.get_mut(..n).unwrap_or_default();
+        src.read_exact_at(chunk, off)
+            .map_err(|e| WalError::io(from, e))?;
+        dst.write_all_at(chunk, off)
+            .map_err(|e| WalError::io(to, e))?;
+        off += n as u64;
+    }
+    dst.sync().map_err(|e| WalError::io(to, e))
 }

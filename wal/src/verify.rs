@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use crate::decoder::{DecodeEnd, DecodedRecord, Tail, Visitor, decode_segments, first_nonzero};
+use crate::decoder::{DecodeEnd, DecodedRecord, Tail, Visitor, decode_segments};
 use crate::error::{Damage, DamageKind, DamageReason, WalError};
 use crate::gojson::quote;
 use crate::proto::{HardState, Metadata, WalSnapshot, entry_header};
@@ -192,10 +192,14 @@ impl Visitor for VerifyVisitor {
         Ok(())
     }
 
-    fn segment_end(&mut self, _id: SegmentId, end_offset: u64, rest: &[u8]) {
+    fn wants_stale_scan(&self) -> bool {
+        true
+    }
+
+    fn segment_end(&mut self, _id: SegmentId, end_offset: u64, stale_at: Option<u64>) {
         if let Some(s) = self.segments.last_mut() {
             s.end_offset = end_offset;
-            s.stale_bytes_at = first_nonzero(rest).map(|p| end_offset + p as u64);
+            s.stale_bytes_at = stale_at;
         }
     }
 }
