@@ -25,7 +25,8 @@ fn run_once(no_sync: bool) -> Duration {
         },
     )
     .unwrap();
-    db.update(|tx| tx.create_bucket(b"key").map(|_| ())).unwrap();
+    db.update(|tx| tx.create_bucket(b"key").map(|_| ()))
+        .unwrap();
     let start = Instant::now();
     let mut rev = 2u64;
     while rev < KEYS + 2 {
@@ -33,7 +34,8 @@ fn run_once(no_sync: bool) -> Duration {
         let mut b = tx.bucket_mut(b"key").unwrap().unwrap();
         b.set_fill_percent(0.9);
         for _ in 0..BATCH {
-            b.put(&common::rev_key(rev), &values[(rev % 256) as usize]).unwrap();
+            b.put(&common::rev_key(rev), &values[(rev % 256) as usize])
+                .unwrap();
             rev += 1;
         }
         tx.commit().unwrap();
@@ -47,10 +49,18 @@ fn run_once(no_sync: bool) -> Duration {
 fn bench(c: &mut Criterion) {
     let no_sync = std::env::var_os("BBOLT_BENCH_NO_SYNC").is_some();
     let mut g = c.benchmark_group("append");
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Elements(KEYS));
-    let name = if no_sync { "1M_revisions_100k_per_commit_no_fsync" } else { "1M_revisions_100k_per_commit" };
-    g.bench_function(name, |b| b.iter_custom(|iters| (0..iters).map(|_| run_once(no_sync)).sum()));
+    let name = if no_sync {
+        "1M_revisions_100k_per_commit_no_fsync"
+    } else {
+        "1M_revisions_100k_per_commit"
+    };
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| run_once(no_sync)).sum())
+    });
     g.finish();
     let best = (0..3).map(|_| run_once(no_sync)).min().unwrap_or_default();
     println!(

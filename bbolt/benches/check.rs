@@ -31,8 +31,16 @@ fn go(path: &Path) -> Option<Duration> {
         return None;
     }
     let t = Instant::now();
-    let out = std::process::Command::new(&bin).arg("check").arg(path).output().unwrap();
-    assert!(out.status.success(), "Go check: {}", String::from_utf8_lossy(&out.stdout));
+    let out = std::process::Command::new(&bin)
+        .arg("check")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "Go check: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     Some(t.elapsed())
 }
 
@@ -43,7 +51,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("check");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Bytes(len));
-    g.bench_function("etcd_db_1GiB_warm", |b| b.iter_custom(|iters| (0..iters).map(|_| ours(&path)).sum()));
+    g.bench_function("etcd_db_1GiB_warm", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| ours(&path)).sum())
+    });
     g.finish();
     let best = (0..3).map(|_| ours(&path)).min().unwrap_or_default();
     let gbps = len as f64 / best.as_secs_f64() / 1e9;
@@ -54,7 +64,11 @@ fn bench(c: &mut Criterion) {
         common::peak_rss_kib() / 1024
     );
     if let Some(g) = (0..2).filter_map(|_| go(&path)).min() {
-        println!("check: Go tx.Check() {:.3}s; ours is {:.1}x faster", g.as_secs_f64(), g.as_secs_f64() / best.as_secs_f64());
+        println!(
+            "check: Go tx.Check() {:.3}s; ours is {:.1}x faster",
+            g.as_secs_f64(),
+            g.as_secs_f64() / best.as_secs_f64()
+        );
     }
 }
 

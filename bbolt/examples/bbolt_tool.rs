@@ -170,9 +170,21 @@ fn bbolt_gen(path: &str, n: u64) {
 /// What restore does to a base database: append revisions to `key` (and bump `meta`) in
 /// bounded commits, never walking the tree. KEYS (200000) and BATCH (20000) from the env.
 fn restore_sim(path: &str) -> i32 {
-    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let (n, batch) = (env("KEYS", 200_000), env("BATCH", 20_000));
-    let db = bbolt::Db::open(path, bbolt::OpenOptions { free_space: bbolt::FreeSpace::AppendOnly, ..Default::default() }).unwrap();
+    let db = bbolt::Db::open(
+        path,
+        bbolt::OpenOptions {
+            free_space: bbolt::FreeSpace::AppendOnly,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let last = {
         let tx = db.begin_read();
         let b = tx.bucket(b"key").unwrap().unwrap();
@@ -198,6 +210,9 @@ fn restore_sim(path: &str) -> i32 {
         tx.commit().unwrap();
     }
     let secs = t.elapsed().as_secs_f64();
-    eprintln!("appended {n} keys in {secs:.2}s = {:.0} keys/s", n as f64 / secs);
+    eprintln!(
+        "appended {n} keys in {secs:.2}s = {:.0} keys/s",
+        n as f64 / secs
+    );
     0
 }

@@ -185,7 +185,10 @@ impl Forest {
         if let Some(n) = st.root_node {
             return Ok(Root::Node(&self.ar.nodes[n]));
         }
-        let bytes = st.inline.as_ref().map(|b| b.get(ctx.data)).unwrap_or(&[]);
+        let bytes = st
+            .inline
+            .map(|b| b.get(self.ar.mem(ctx.data)))
+            .unwrap_or(&[]);
         Ok(Root::Inline(Page::inline(bytes, 0, ctx.offset_of(bytes))?))
     }
 
@@ -198,32 +201,22 @@ impl Forest {
         Ok(Cursor::new(ctx, Some(overlay), root))
     }
 
-    /// Finds `key`: the branch path to its leaf slot and the exact entry's flags and value.
-    fn seek(
-        &self,
-        b: BucketId,
-        ctx: Ctx<'_>,
-        key: &[u8],
-    ) -> Result<(Vec<usize>, Option<(u32, Bytes)>)> {
+    /// Finds `key`: the branch path to its leaf slot and the exact entry's flags.
+    fn seek(&self, b: BucketId, ctx: Ctx<'_>, key: &[u8]) -> Result<(Vec<usize>, Option<u32>)> {
         let (path, found, _) = self.seek_edge(b, ctx, key)?;
         Ok((path, found))
     }
 
     /// [`seek`](Self::seek), and whether the slot is past the last key of the bucket.
-    #[allow(clippy::type_complexity)]
     fn seek_edge(
         &self,
         b: BucketId,
         ctx: Ctx<'_>,
         key: &[u8],
-    ) -> Result<(Vec<usize>, Option<(u32, Bytes)>, bool)> {
+    ) -> Result<(Vec<usize>, Option<u32>, bool)> {
         let mut c = self.cursor(b, ctx)?;
         let found = c.seek_slot(key)?;
-        Ok((
-            c.branch_path(),
-            found.map(|e| (e.flags, Bytes::from_slice(e.value, ctx.data))),
-            c.at_right_edge(),
-        ))
+        Ok((c.branch_path(), found.map(|e| e.flags), c.at_right_edge()))
     }
 
     fn root_node(&mut self, b: BucketId, ctx: &Ctx<'_>) -> Result<NodeId> {
@@ -232,8 +225,14 @@ impl Forest {
         }
         let st = &self.buckets[b];
         let id = if st.root == 0 {
-            let bytes = st.inline.as_ref().map(|x| x.get(ctx.data)).unwrap_or(&[]);
-            let p = Page::inline(bytes, 0, ctx.offset_of(bytes))?;
+            // The inline page may live on the heap the new node's copies go to.
+            let src = st
+                .inline
+                .map(|x| x.get(self.ar.mem(ctx.data)))
+                .unwrap_or(&[]);
+            let off = ctx.offset_of(src);
+            let bytes = src.to_vec();
+            let p = Page::inline(&bytes, 0, off)?;
             self.ar.from_page(&p, ctx.data, None)?
         } else {
             let root = st.root;
@@ -265,21 +264,32 @@ impl Forest {
         if value.len() > page::MAX_VALUE_SIZE {
             return Err(Error::ValueTooLarge(value.len()));
         }
-        let ino = Inode {
-            flags: 0,
-            pgid: 0,
-            key: Bytes::Heap(key.into()),
-            value: Bytes::Heap(value.into()),
-        };
         if let Some(leaf) = self.buckets[b].append_leaf {
             let n = &self.ar.nodes[leaf];
-            if !n.dead && n.is_leaf && n.inodes.last().is_some_and(|l| key > l.key.get(ctx.data)) {
+            if !n.dead
+                && n.is_leaf
+                && n.inodes
+                    .last()
+                    .is_some_and(|l| key > l.key.get(self.ar.mem(ctx.data)))
+            {
+                let ino = Inode {
+                    flags: 0,
+                    pgid: 0,
+                    key: self.ar.heap.alloc(key),
+                    value: self.ar.heap.alloc(value),
+                };
                 self.ar.push(leaf, ino);
                 return Ok(());
             }
         }
+        let ino = Inode {
+            flags: 0,
+            pgid: 0,
+            key: self.ar.heap.alloc(key),
+            value: self.ar.heap.alloc(value),
+        };
         let (path, found, edge) = self.seek_edge(b, ctx, key)?;
-        if found.is_some_and(|(f, _)| f & BUCKET_LEAF_FLAG != 0) {
+        if found.is_some_and(|f| f & BUCKET_LEAF_FLAG != 0) {
             return Err(Error::IncompatibleValue { key: key.to_vec() });
         }
         let leaf = self.materialize(b, &ctx, &path)?;
@@ -295,7 +305,7 @@ impl Forest {
         let (path, found) = self.seek(b, ctx, key)?;
         match found {
             None => return Ok(false),
-            Some((f, _)) if f & BUCKET_LEAF_FLAG != 0 => {
+            Some(f) if f & BUCKET_LEAF_FLAG != 0 => {
                 return Err(Error::IncompatibleValue { key: key.to_vec() });
             }
             Some(_) => {}
@@ -314,15 +324,15 @@ impl Forest {
         if let Some(&c) = self.buckets[b].children.get(name) {
             return Ok(Some(c));
         }
-        let (_, found) = self.seek(b, ctx, name)?;
-        let Some((flags, value)) = found else {
-            return Ok(None);
+        let value = {
+            let mut c = self.cursor(b, ctx)?;
+            match c.seek_slot(name)? {
+                Some(e) if e.is_bucket() => e.value.to_vec(),
+                _ => return Ok(None),
+            }
         };
-        if flags & BUCKET_LEAF_FLAG == 0 {
-            return Ok(None);
-        }
-        let raw = value.get(ctx.data);
-        let off = ctx.offset_of(raw);
+        let raw = &value[..];
+        let off = 0;
         let (root, seq, inline) = parse_value(raw).ok_or_else(|| {
             Error::corrupt(
                 off / ctx.ps as u64,
@@ -333,7 +343,7 @@ impl Forest {
                 },
             )
         })?;
-        let inline = inline.map(|s| Bytes::from_slice(s, ctx.data));
+        let inline = inline.map(|s| self.ar.heap.alloc(s));
         let id = self.buckets.len();
         self.buckets.push(BState::new(root, seq, inline));
         self.buckets[b].children.insert(name.to_vec(), id);
@@ -345,7 +355,7 @@ impl Forest {
         self.buckets[b].append_leaf = None;
         let (path, found) = self.seek(b, ctx, name)?;
         match found {
-            Some((f, _)) if f & BUCKET_LEAF_FLAG != 0 => {
+            Some(f) if f & BUCKET_LEAF_FLAG != 0 => {
                 return Err(Error::BucketExists {
                     name: name.to_vec(),
                 });
@@ -354,17 +364,13 @@ impl Forest {
             None => {}
         }
         let leaf = self.materialize(b, &ctx, &path)?;
-        self.ar.put(
-            leaf,
-            ctx.data,
-            name,
-            Inode {
-                flags: BUCKET_LEAF_FLAG,
-                pgid: 0,
-                key: Bytes::Heap(name.into()),
-                value: Bytes::Heap(empty_bucket_value().into()),
-            },
-        );
+        let ino = Inode {
+            flags: BUCKET_LEAF_FLAG,
+            pgid: 0,
+            key: self.ar.heap.alloc(name),
+            value: self.ar.heap.alloc(&empty_bucket_value()),
+        };
+        self.ar.put(leaf, ctx.data, name, ino);
         // A stale handle from a bucket deleted earlier in this transaction must not be reused.
         self.buckets[b].children.remove(name);
         self.open_child(b, ctx, name)?
@@ -496,21 +502,17 @@ impl Forest {
                 }
             };
             let (path, found) = self.seek(b, ctx, &name)?;
-            if !found.is_some_and(|(f, _)| f & BUCKET_LEAF_FLAG != 0) {
+            if !found.is_some_and(|f| f & BUCKET_LEAF_FLAG != 0) {
                 return Err(Error::BucketNotFound { name });
             }
             let leaf = self.materialize(b, &ctx, &path)?;
-            self.ar.put(
-                leaf,
-                ctx.data,
-                &name,
-                Inode {
-                    flags: BUCKET_LEAF_FLAG,
-                    pgid: 0,
-                    key: Bytes::Heap(name.as_slice().into()),
-                    value: Bytes::Heap(value.into()),
-                },
-            );
+            let ino = Inode {
+                flags: BUCKET_LEAF_FLAG,
+                pgid: 0,
+                key: self.ar.heap.alloc(&name),
+                value: self.ar.heap.alloc(&value),
+            };
+            self.ar.put(leaf, ctx.data, &name, ino);
         }
         let Some(rn) = self.buckets[b].root_node else {
             return Ok(());

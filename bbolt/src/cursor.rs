@@ -9,6 +9,8 @@ use crate::file::MappedFile;
 use crate::node::{Arena, Node, NodeId};
 use crate::page::{self, BUCKET_LEAF_FLAG, Page};
 
+static EMPTY_HEAP: crate::node::Heap = crate::node::Heap::new();
+
 /// Where a tree's pages come from.
 #[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
@@ -111,6 +113,17 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Node bytes resolve against the map and the transaction's heap.
+    fn mem(&self) -> crate::node::Mem<'a> {
+        match self.overlay {
+            Some(o) => o.ar.mem(self.ctx.data),
+            None => crate::node::Mem {
+                map: self.ctx.data,
+                heap: &EMPTY_HEAP,
+            },
+        }
+    }
+
     fn frame(&self, pgid: u64) -> Result<Frame<'a>> {
         if let Some(o) = self.overlay
             && let Some(&id) = o.by_pgid.get(&pgid)
@@ -157,7 +170,7 @@ impl<'a> Cursor<'a> {
             Frame::Node(n) => n
                 .inodes
                 .get(i)
-                .map(|x| x.key.get(self.ctx.data))
+                .map(|x| x.key.get(self.mem()))
                 .ok_or_else(|| Error::corrupt(n.pgid, 0, Corruption::ElementBounds { index: i })),
         }
     }
@@ -177,8 +190,8 @@ impl<'a> Cursor<'a> {
                     Error::corrupt(n.pgid, 0, Corruption::ElementBounds { index: i })
                 })?;
                 Ok(Entry {
-                    key: x.key.get(self.ctx.data),
-                    value: x.value.get(self.ctx.data),
+                    key: x.key.get(self.mem()),
+                    value: x.value.get(self.mem()),
                     flags: x.flags,
                 })
             }

@@ -9,26 +9,41 @@ use crate::page::{self, BUCKET_LEAF_FLAG, ELEM_SIZE, ElemSrc, PAGE_HEADER_SIZE, 
 
 pub(crate) type NodeId = usize;
 
-/// Bytes of a key or value: a range of the mapped file (zero-copy) or an owned copy.
-#[derive(Debug, Clone)]
+/// Bytes of a key or value: a range of the mapped file (zero-copy) or of the transaction's
+/// byte heap.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Bytes {
     Map { off: usize, len: u32 },
-    Heap(Box<[u8]>),
+    Heap { chunk: u32, off: u32, len: u32 },
+}
+
+/// Where [`Bytes`] point: the map and the transaction's heap.
+#[derive(Clone, Copy)]
+pub(crate) struct Mem<'a> {
+    pub map: &'a [u8],
+    pub heap: &'a Heap,
 }
 
 impl Bytes {
+    pub const EMPTY: Bytes = Bytes::Map { off: 0, len: 0 };
+
     #[inline]
-    pub fn get<'a>(&'a self, map: &'a [u8]) -> &'a [u8] {
-        match self {
-            // Map ranges are only created from slices of this same map, so the range is in
-            // bounds; the fallback keeps this path free of panics regardless.
-            Bytes::Map { off, len } => map.get(*off..*off + *len as usize).unwrap_or(&[]),
-            Bytes::Heap(b) => b,
+    pub fn get<'a>(&self, m: Mem<'a>) -> &'a [u8] {
+        // Ranges are only created from slices of this map or heap, so they are in bounds;
+        // the fallback keeps this path free of panics regardless.
+        match *self {
+            Bytes::Map { off, len } => m.map.get(off..off + len as usize).unwrap_or(&[]),
+            Bytes::Heap { chunk, off, len } => m
+                .heap
+                .chunks
+                .get(chunk as usize)
+                .and_then(|c| c.get(off as usize..off as usize + len as usize))
+                .unwrap_or(&[]),
         }
     }
 
-    /// A `Map` range when `s` lies inside `map`, else an owned copy.
-    pub fn from_slice(s: &[u8], map: &[u8]) -> Bytes {
+    /// A `Map` range when `s` lies inside `map`, else a copy on the heap.
+    pub fn from_slice(s: &[u8], map: &[u8], heap: &mut Heap) -> Bytes {
         let base = map.as_ptr() as usize;
         let p = s.as_ptr() as usize;
         if p >= base && p + s.len() <= base + map.len() && s.len() <= u32::MAX as usize {
@@ -37,21 +52,53 @@ impl Bytes {
                 len: s.len() as u32,
             }
         } else {
-            Bytes::Heap(s.into())
+            heap.alloc(s)
         }
     }
 
     pub fn len(&self) -> usize {
-        match self {
-            Bytes::Map { len, .. } => *len as usize,
-            Bytes::Heap(b) => b.len(),
+        match *self {
+            Bytes::Map { len, .. } | Bytes::Heap { len, .. } => len as usize,
+        }
+    }
+}
+
+/// Owned bytes of a transaction, in large chunks: one allocation per megabyte instead of
+/// two per key, all freed together when the transaction ends.
+#[derive(Debug, Default)]
+pub(crate) struct Heap {
+    chunks: Vec<Vec<u8>>,
+    pub used: usize,
+}
+
+const HEAP_CHUNK: usize = 1 << 20;
+
+impl Heap {
+    pub const fn new() -> Heap {
+        Heap {
+            chunks: Vec::new(),
+            used: 0,
         }
     }
 
-    pub fn heap_len(&self) -> usize {
-        match self {
-            Bytes::Map { .. } => 0,
-            Bytes::Heap(b) => b.len(),
+    pub fn alloc(&mut self, data: &[u8]) -> Bytes {
+        let len = data.len();
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= len);
+        if !fits {
+            self.chunks.push(Vec::with_capacity(len.max(HEAP_CHUNK)));
+        }
+        let chunk = self.chunks.len() - 1;
+        let c = &mut self.chunks[chunk];
+        let off = c.len();
+        c.extend_from_slice(data);
+        self.used += len;
+        Bytes::Heap {
+            chunk: chunk as u32,
+            off: off as u32,
+            len: len as u32,
         }
     }
 }
@@ -107,12 +154,19 @@ pub(crate) trait Pager {
 #[derive(Debug, Default)]
 pub(crate) struct Arena {
     pub nodes: Vec<Node>,
-    /// Heap bytes held by keys and values of nodes (for memory accounting).
-    pub heap_bytes: usize,
+    pub heap: Heap,
     pub inode_count: usize,
 }
 
 impl Arena {
+    #[inline]
+    pub fn mem<'a>(&'a self, map: &'a [u8]) -> Mem<'a> {
+        Mem {
+            map,
+            heap: &self.heap,
+        }
+    }
+
     pub fn add(&mut self, n: Node) -> NodeId {
         self.nodes.push(n);
         self.nodes.len() - 1
@@ -132,19 +186,18 @@ impl Arena {
                 Inode {
                     flags: e.flags,
                     pgid: 0,
-                    key: Bytes::from_slice(e.key, map),
-                    value: Bytes::from_slice(e.value, map),
+                    key: Bytes::from_slice(e.key, map, &mut self.heap),
+                    value: Bytes::from_slice(e.value, map, &mut self.heap),
                 }
             } else {
                 let e = p.branch(i)?;
                 Inode {
                     flags: 0,
                     pgid: e.pgid,
-                    key: Bytes::from_slice(e.key, map),
-                    value: Bytes::Heap(Box::default()),
+                    key: Bytes::from_slice(e.key, map, &mut self.heap),
+                    value: Bytes::EMPTY,
                 }
             };
-            self.heap_bytes += ino.key.heap_len() + ino.value.heap_len();
             inodes.push(ino);
         }
         let key = inodes.first().map(|i| i.key.clone());
@@ -172,19 +225,15 @@ impl Arena {
 
     /// Index of the first inode whose key is >= `key`, and whether it is equal.
     pub fn search(&self, id: NodeId, map: &[u8], key: &[u8]) -> (usize, bool) {
-        search(&self.nodes[id].inodes, map, key)
+        search(&self.nodes[id].inodes, self.mem(map), key)
     }
 
     /// Inserts or replaces (when `old_key` exists) an inode.
     pub fn put(&mut self, id: NodeId, map: &[u8], old_key: &[u8], ino: Inode) {
         let (idx, exact) = self.search(id, map, old_key);
-        self.heap_bytes += ino.key.heap_len() + ino.value.heap_len();
         let n = &mut self.nodes[id];
         if exact {
-            let old = std::mem::replace(&mut n.inodes[idx], ino);
-            self.heap_bytes = self
-                .heap_bytes
-                .saturating_sub(old.key.heap_len() + old.value.heap_len());
+            n.inodes[idx] = ino;
         } else {
             n.inodes.insert(idx, ino);
             self.inode_count += 1;
@@ -193,7 +242,6 @@ impl Arena {
 
     /// Appends an inode known to sort after every other one.
     pub fn push(&mut self, id: NodeId, ino: Inode) {
-        self.heap_bytes += ino.key.heap_len() + ino.value.heap_len();
         self.inode_count += 1;
         self.nodes[id].inodes.push(ino);
     }
@@ -204,11 +252,8 @@ impl Arena {
         if !exact {
             return false;
         }
-        let old = self.nodes[id].inodes.remove(idx);
+        self.nodes[id].inodes.remove(idx);
         self.inode_count = self.inode_count.saturating_sub(1);
-        self.heap_bytes = self
-            .heap_bytes
-            .saturating_sub(old.key.heap_len() + old.value.heap_len());
         self.nodes[id].unbalanced = true;
         true
     }
@@ -224,14 +269,15 @@ impl Arena {
     /// Serializes node `id` into `buf` (zeroed, at least `size(id)` bytes).
     pub fn write_into(&self, id: NodeId, map: &[u8], buf: &mut [u8]) {
         let n = &self.nodes[id];
+        let m = self.mem(map);
         page::write_node(
             buf,
             n.is_leaf,
             n.inodes.len(),
             n.inodes.iter().map(|i| ElemSrc {
                 flags: i.flags,
-                key: i.key.get(map),
-                value: i.value.get(map),
+                key: i.key.get(m),
+                value: i.value.get(m),
                 pgid: i.pgid,
             }),
         );
@@ -249,9 +295,9 @@ impl Arena {
     }
 }
 
-pub(crate) fn search(inodes: &[Inode], map: &[u8], key: &[u8]) -> (usize, bool) {
-    let idx = inodes.partition_point(|i| i.key.get(map) < key);
-    let exact = inodes.get(idx).is_some_and(|i| i.key.get(map) == key);
+pub(crate) fn search(inodes: &[Inode], m: Mem<'_>, key: &[u8]) -> (usize, bool) {
+    let idx = inodes.partition_point(|i| i.key.get(m) < key);
+    let exact = inodes.get(idx).is_some_and(|i| i.key.get(m) == key);
     (idx, exact)
 }
 
@@ -336,8 +382,9 @@ impl Tree<'_> {
                 return Some(i);
             }
         }
-        let key = c.key.as_ref()?.get(self.map);
-        let (i, exact) = search(&p.inodes, self.map, key);
+        let m = self.ar.mem(self.map);
+        let key = c.key.as_ref()?.get(m);
+        let (i, exact) = search(&p.inodes, m, key);
         exact.then_some(i)
     }
 
@@ -448,9 +495,10 @@ impl Tree<'_> {
         }
         let mut children = std::mem::take(&mut self.ar.nodes[id].children);
         let map = self.map;
+        let m = self.ar.mem(map);
         children.sort_by(|&a, &b| {
-            let ka = self.ar.nodes[a].inodes.first().map(|i| i.key.get(map));
-            let kb = self.ar.nodes[b].inodes.first().map(|i| i.key.get(map));
+            let ka = self.ar.nodes[a].inodes.first().map(|i| i.key.get(m));
+            let kb = self.ar.nodes[b].inodes.first().map(|i| i.key.get(m));
             ka.cmp(&kb)
         });
         for c in children {
@@ -478,9 +526,9 @@ impl Tree<'_> {
                 continue;
             };
             if let Some(parent) = n.parent {
-                let old = n.key.clone().unwrap_or_else(|| first.clone());
-                n.key = Some(first.clone());
-                let old_key = old.get(map).to_vec();
+                let old = n.key.unwrap_or(first);
+                n.key = Some(first);
+                let old_key = old.get(self.ar.mem(map)).to_vec();
                 self.ar.put(
                     parent,
                     map,
@@ -489,7 +537,7 @@ impl Tree<'_> {
                         flags: 0,
                         pgid,
                         key: first,
-                        value: Bytes::Heap(Box::default()),
+                        value: Bytes::EMPTY,
                     },
                 );
             }

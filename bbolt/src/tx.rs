@@ -454,7 +454,7 @@ impl<'db> WriteTx<'db> {
     /// commit when this passes their budget.
     pub fn dirty_bytes(&self) -> usize {
         let ar = &self.inner.forest.ar;
-        ar.heap_bytes
+        ar.heap.used
             + ar.inode_count * std::mem::size_of::<crate::node::Inode>()
             + ar.nodes.len() * std::mem::size_of::<crate::node::Node>()
     }

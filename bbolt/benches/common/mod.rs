@@ -63,7 +63,18 @@ pub fn etcd_db(min_bytes: u64) -> PathBuf {
     )
     .expect("create bench db");
     db.update(|tx| {
-        for b in [&b"alarm"[..], b"auth", b"authRoles", b"authUsers", b"cluster", b"key", b"lease", b"members", b"members_removed", b"meta"] {
+        for b in [
+            &b"alarm"[..],
+            b"auth",
+            b"authRoles",
+            b"authUsers",
+            b"cluster",
+            b"key",
+            b"lease",
+            b"members",
+            b"members_removed",
+            b"meta",
+        ] {
             tx.create_bucket(b)?;
         }
         Ok(())
