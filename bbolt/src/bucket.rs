@@ -502,7 +502,7 @@ impl Forest {
                 }
             };
             let (path, found) = self.seek(b, ctx, &name)?;
-            if !found.is_some_and(|f| f & BUCKET_LEAF_FLAG != 0) {
+            if found.is_none_or(|f| f & BUCKET_LEAF_FLAG == 0) {
                 return Err(Error::BucketNotFound { name });
             }
             let leaf = self.materialize(b, &ctx, &path)?;

@@ -257,6 +257,7 @@ impl<'a> Cursor<'a> {
         self.current()
     }
 
+    #[allow(clippy::should_implement_trait)] // fallible, so not an Iterator
     pub fn next(&mut self) -> Result<Option<Entry<'a>>> {
         loop {
             // Move up until a level can advance.

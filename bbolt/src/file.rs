@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
 /// Positioned file IO. Implementations must be usable from several threads.
+#[allow(clippy::len_without_is_empty)]
 pub trait Storage: Send + Sync {
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;

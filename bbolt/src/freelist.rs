@@ -163,37 +163,6 @@ impl Freelist {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_fit_and_pending() {
-        let mut f = Freelist::from_ids([3, 5, 6, 7, 9].into_iter(), 10, 2).unwrap();
-        assert_eq!(f.allocate(2), Some(5));
-        assert_eq!(f.allocate(1), Some(3));
-        assert_eq!(f.allocate(3), None);
-        f.free(4, 8, 0).unwrap();
-        assert!(f.free(4, 8, 0).is_err());
-        assert!(f.free(5, 9, 0).is_err(), "9 is free already");
-        assert_eq!(f.allocate(2), None, "8 is pending");
-        f.release_below(5);
-        assert_eq!(
-            f.allocate(2),
-            Some(7),
-            "7 was free, 8 came back from pending"
-        );
-        let buf = Freelist::from_ids([4, 2].into_iter(), 10, 2)
-            .unwrap()
-            .write_page(9, 1, 4096);
-        let h = page::read_header(&buf).unwrap();
-        assert_eq!(
-            page::freelist_ids(&buf, &h).unwrap().collect::<Vec<_>>(),
-            [2, 4]
-        );
-    }
-}
-
 /// Rebuilds the free set of a file without a freelist page (etcd's NoFreelistSync files):
 /// every page below the high-water mark that no bucket tree reaches is free. Walks every
 /// tree once, one bit per page.
@@ -260,4 +229,35 @@ pub(crate) fn rebuild(
         free: seen.clear_bits(2, hwm).collect(),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_fit_and_pending() {
+        let mut f = Freelist::from_ids([3, 5, 6, 7, 9].into_iter(), 10, 2).unwrap();
+        assert_eq!(f.allocate(2), Some(5));
+        assert_eq!(f.allocate(1), Some(3));
+        assert_eq!(f.allocate(3), None);
+        f.free(4, 8, 0).unwrap();
+        assert!(f.free(4, 8, 0).is_err());
+        assert!(f.free(5, 9, 0).is_err(), "9 is free already");
+        assert_eq!(f.allocate(2), None, "8 is pending");
+        f.release_below(5);
+        assert_eq!(
+            f.allocate(2),
+            Some(7),
+            "7 was free, 8 came back from pending"
+        );
+        let buf = Freelist::from_ids([4, 2].into_iter(), 10, 2)
+            .unwrap()
+            .write_page(9, 1, 4096);
+        let h = page::read_header(&buf).unwrap();
+        assert_eq!(
+            page::freelist_ids(&buf, &h).unwrap().collect::<Vec<_>>(),
+            [2, 4]
+        );
+    }
 }

@@ -1,7 +1,31 @@
 //! A bbolt-compatible B+tree engine: open, read, check, write and bulk-load the database
 //! files of Go's `go.etcd.io/bbolt` (etcd's backend), including etcd's no-freelist files.
 //!
-//! See `docs/bbolt.md` for the on-disk format and the layering.
+//! ```no_run
+//! # fn main() -> bbolt::Result<()> {
+//! use bbolt::{Db, FreeSpace, OpenOptions};
+//! let db = Db::open("member/snap/db", OpenOptions { free_space: FreeSpace::AppendOnly, ..Default::default() })?;
+//! {
+//!     let tx = db.begin_read();
+//!     if let Some(b) = tx.bucket(b"meta")? {
+//!         let _ci = b.get(b"consistent_index")?;
+//!     }
+//! }
+//! let mut tx = db.begin_write()?;
+//! let mut b = tx.create_bucket_if_not_exists(b"key")?;
+//! b.set_fill_percent(0.9);
+//! b.put(b"k", b"v")?;
+//! tx.commit()?;
+//! let report = bbolt::check::check_file("member/snap/db".as_ref(), &Default::default())?;
+//! assert!(report.is_clean());
+//! # Ok(()) }
+//! ```
+//!
+//! Layers (each uses only the one below): [`db`] → [`tx`] → [`bucket`] → [`cursor`] →
+//! node (materialized nodes) → freelist → [`page`] / [`meta`] → [`file`]; [`check`],
+//! [`bulk`], [`dump`] and [`stats`] on top. See `docs/bbolt.md` for the on-disk format, the
+//! modes (`FreeSpace::AppendOnly` for appending to big files at bounded memory) and the
+//! commit protocol.
 
 mod bitmap;
 pub mod bucket;

@@ -248,6 +248,22 @@ pub fn discover_page_size(
     None
 }
 
+/// Page size and both metas of a file image (page size 4096 when none can be found, so the
+/// metas then report why they are invalid).
+pub fn load(data: &[u8]) -> (u32, Result<Meta, MetaError>, Result<Meta, MetaError>) {
+    let len = data.len() as u64;
+    let found = discover_page_size(len, |off| {
+        let start = usize::try_from(off).ok()?;
+        let end = start.saturating_add(4096).min(data.len());
+        data.get(start..end).map(<[u8]>::to_vec)
+    });
+    let ps = found.unwrap_or(4096);
+    let p = ps as usize;
+    let m0 = read_meta(data.get(0..p), ps);
+    let m1 = read_meta(data.get(p..2 * p), ps);
+    (ps, m0, m1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,20 +288,4 @@ mod tests {
         assert_eq!(choose(Ok(a), Err(MetaError::Truncated)), Ok(a));
         assert!(choose(Err(MetaError::Truncated), Err(MetaError::Magic(0))).is_err());
     }
-}
-
-/// Page size and both metas of a file image (page size 4096 when none can be found, so the
-/// metas then report why they are invalid).
-pub fn load(data: &[u8]) -> (u32, Result<Meta, MetaError>, Result<Meta, MetaError>) {
-    let len = data.len() as u64;
-    let found = discover_page_size(len, |off| {
-        let start = usize::try_from(off).ok()?;
-        let end = start.saturating_add(4096).min(data.len());
-        data.get(start..end).map(<[u8]>::to_vec)
-    });
-    let ps = found.unwrap_or(4096);
-    let p = ps as usize;
-    let m0 = read_meta(data.get(0..p), ps);
-    let m1 = read_meta(data.get(p..2 * p), ps);
-    (ps, m0, m1)
 }

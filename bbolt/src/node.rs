@@ -173,6 +173,7 @@ impl Arena {
     }
 
     /// Materializes `page` as a node with `parent`.
+    #[allow(clippy::wrong_self_convention)]
     pub fn from_page(
         &mut self,
         p: &Page<'_>,
@@ -200,7 +201,7 @@ impl Arena {
             };
             inodes.push(ino);
         }
-        let key = inodes.first().map(|i| i.key.clone());
+        let key = inodes.first().map(|i| i.key);
         self.inode_count += inodes.len();
         Ok(self.add(Node {
             unbalanced: inodes.is_empty(),
@@ -369,7 +370,7 @@ impl Tree<'_> {
                 },
             ));
         }
-        let (pgid, key) = (ino.pgid, ino.key.clone());
+        let (pgid, key) = (ino.pgid, ino.key);
         self.node(pgid, Some(id), Some(key))
     }
 
@@ -377,10 +378,10 @@ impl Tree<'_> {
     fn child_index(&self, parent: NodeId, child: NodeId) -> Option<usize> {
         let c = &self.ar.nodes[child];
         let p = &self.ar.nodes[parent];
-        if c.pgid != 0 {
-            if let Some(i) = p.inodes.iter().position(|i| i.pgid == c.pgid) {
-                return Some(i);
-            }
+        if c.pgid != 0
+            && let Some(i) = p.inodes.iter().position(|i| i.pgid == c.pgid)
+        {
+            return Some(i);
         }
         let m = self.ar.mem(self.map);
         let key = c.key.as_ref()?.get(m);
@@ -521,7 +522,7 @@ impl Tree<'_> {
             let n = &mut self.ar.nodes[part];
             n.pgid = pgid;
             n.spilled = true;
-            let Some(first) = n.inodes.first().map(|i| i.key.clone()) else {
+            let Some(first) = n.inodes.first().map(|i| i.key) else {
                 // Only an empty root leaf reaches here; it has no parent to update.
                 continue;
             };

@@ -118,7 +118,7 @@ pub struct BranchElem<'a> {
 /// Reads and checks the header of page run `id` in `data` (the whole file): the run must lie
 /// inside the file and below the high-water mark, and the header must name `id`.
 pub fn page_run(data: &[u8], ps: usize, id: u64, hwm: u64) -> Result<(Header, &[u8])> {
-    let off = id.checked_mul(ps as u64).unwrap_or(u64::MAX);
+    let off = id.saturating_mul(ps as u64);
     let bad = |kind| Error::corrupt(id, off, kind);
     if id < 2 {
         return Err(bad(Corruption::MetaId));

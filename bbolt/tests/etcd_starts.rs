@@ -93,7 +93,9 @@ fn expected() -> Expected {
 
 const MEMBER_JSON: &[u8] = br#"{"id":10276657743932975437,"peerURLs":["http://localhost:2380"],"name":"default","clientURLs":["http://localhost:2379"]}"#;
 
-fn small_buckets() -> Vec<(&'static [u8], Vec<(Vec<u8>, Vec<u8>)>)> {
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn small_buckets() -> Vec<(&'static [u8], Records)> {
     vec![
         (b"alarm", vec![]),
         (b"auth", vec![]),
