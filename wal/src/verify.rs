@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use crate::decoder::{DecodeEnd, DecodedRecord, Tail, Visitor, decode_segments};
+use crate::decoder::{DecodeEnd, DecodedRecord, Tail, Visitor, decode_buffers, decode_segments};
 use crate::error::{Damage, DamageKind, DamageReason, WalError};
 use crate::gojson::quote;
 use crate::proto::{HardState, Metadata, WalSnapshot, entry_header};
@@ -94,6 +94,29 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    fn empty(wal_dir: &Path) -> VerifyReport {
+        VerifyReport {
+            wal_dir: wal_dir.to_path_buf(),
+            snap_dir: None,
+            segments: Vec::new(),
+            ignored_files: Vec::new(),
+            status: WalStatus::Ok,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            counts: RecordCounts::default(),
+            metadata: None,
+            first_index: None,
+            last_index: None,
+            overwritten_entries: 0,
+            hard_state: None,
+            wal_snapshots: Vec::new(),
+            oversize_records: Vec::new(),
+            snap_files: Vec::new(),
+            selected_snap: None,
+            end: None,
+        }
+    }
+
     /// No damage and no structural error (a repairable tail counts as not OK).
     pub fn is_ok(&self) -> bool {
         self.status == WalStatus::Ok && self.errors.is_empty()
@@ -219,12 +242,47 @@ pub fn verify_wal_dir(
     snap_dir: Option<&Path>,
 ) -> Result<VerifyReport, WalError> {
     let listing = list_segments(fs, wal_dir)?;
+    let mut report = verify_inner(wal_dir, &listing.segments, listing.ignored, |v| {
+        decode_segments(fs, wal_dir, &listing.segments, v)
+    })?;
+    if let Some(sd) = snap_dir {
+        check_snaps(fs, sd, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Verifies in-memory segments (given in order), e.g. for fuzzing; no `.snap` checks.
+pub fn verify_buffers(segments: &[(SegmentId, &[u8])]) -> VerifyReport {
+    let ids: Vec<SegmentId> = segments.iter().map(|(id, _)| *id).collect();
+    let dir = Path::new("");
+    let r = verify_inner(dir, &ids, Vec::new(), |v| {
+        decode_buffers(segments, v).map_err(|damage| WalError::Damaged {
+            dir: PathBuf::new(),
+            damage,
+        })
+    });
+    match r {
+        Ok(report) => report,
+        // Only decoding runs here, and its damage is part of the report.
+        Err(e) => VerifyReport {
+            errors: vec![e.to_string()],
+            ..VerifyReport::empty(dir)
+        },
+    }
+}
+
+fn verify_inner(
+    wal_dir: &Path,
+    segment_ids: &[SegmentId],
+    ignored: Vec<String>,
+    decode: impl FnOnce(&mut VerifyVisitor) -> Result<DecodeEnd, WalError>,
+) -> Result<VerifyReport, WalError> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
-    if let Err(e) = check_contiguous(wal_dir, &listing.segments) {
+    if let Err(e) = check_contiguous(wal_dir, segment_ids) {
         errors.push(e.to_string());
     }
-    if let Some(first) = listing.segments.first()
+    if let Some(first) = segment_ids.first()
         && first.seq != 0
     {
         warnings.push(format!(
@@ -245,7 +303,7 @@ pub fn verify_wal_dir(
         snapshots: Vec::new(),
         oversize: Vec::new(),
     };
-    let (status, end) = match decode_segments(fs, wal_dir, &listing.segments, &mut v) {
+    let (status, end) = match decode(&mut v) {
         Ok(end) => match &end.tail {
             Tail::Clean => (WalStatus::Ok, Some(end)),
             Tail::Torn(d) => (WalStatus::Repairable(d.clone()), Some(end)),
@@ -292,37 +350,9 @@ pub fn verify_wal_dir(
             hs.commit
         ));
     }
-    let commit = v.hard_state.map(|h| h.commit).unwrap_or(0);
-    let mut snap_files = Vec::new();
-    let mut selected_snap = None;
-    if let Some(sd) = snap_dir {
-        for name in list_snaps(fs, sd)? {
-            let result = read_snap(fs, &sd.join(&name))
-                .map(|s| {
-                    let m = s.metadata;
-                    (m.term, m.index, m.conf_state.voters)
-                })
-                .map_err(|e| e.to_string());
-            let matches_wal = match &result {
-                Ok((term, index, _)) => v
-                    .snapshots
-                    .iter()
-                    .any(|w| w.index <= commit && w.index == *index && w.term == *term),
-                Err(_) => false,
-            };
-            if matches_wal && selected_snap.is_none() {
-                selected_snap = Some(name.clone());
-            }
-            snap_files.push(SnapReport {
-                name,
-                result,
-                matches_wal,
-            });
-        }
-    }
     let mut segments = v.segments;
     // Segments after a corrupt one were not reached; list them with what is known.
-    for id in listing.segments.iter().skip(segments.len()) {
+    for id in segment_ids.iter().skip(segments.len()) {
         segments.push(SegmentReport {
             id: *id,
             ..SegmentReport::default()
@@ -330,9 +360,9 @@ pub fn verify_wal_dir(
     }
     Ok(VerifyReport {
         wal_dir: wal_dir.to_path_buf(),
-        snap_dir: snap_dir.map(Path::to_path_buf),
+        snap_dir: None,
         segments,
-        ignored_files: listing.ignored,
+        ignored_files: ignored,
         status,
         errors,
         warnings,
@@ -344,10 +374,41 @@ pub fn verify_wal_dir(
         hard_state: v.hard_state,
         wal_snapshots: v.snapshots.iter().map(|s| (s.index, s.term)).collect(),
         oversize_records: v.oversize,
-        snap_files,
-        selected_snap,
+        snap_files: Vec::new(),
+        selected_snap: None,
         end,
     })
+}
+
+/// Adds etcd's `.snap` selection to a report: newest first, must load and match a WAL
+/// snapshot record with index ≤ HardState.commit.
+fn check_snaps(fs: &dyn Fs, sd: &Path, report: &mut VerifyReport) -> Result<(), WalError> {
+    report.snap_dir = Some(sd.to_path_buf());
+    let commit = report.hard_state.map(|h| h.commit).unwrap_or(0);
+    for name in list_snaps(fs, sd)? {
+        let result = read_snap(fs, &sd.join(&name))
+            .map(|s| {
+                let m = s.metadata;
+                (m.term, m.index, m.conf_state.voters)
+            })
+            .map_err(|e| e.to_string());
+        let matches_wal = match &result {
+            Ok((term, index, _)) => report
+                .wal_snapshots
+                .iter()
+                .any(|(i, t)| *i <= commit && i == index && t == term),
+            Err(_) => false,
+        };
+        if matches_wal && report.selected_snap.is_none() {
+            report.selected_snap = Some(name.clone());
+        }
+        report.snap_files.push(SnapReport {
+            name,
+            result,
+            matches_wal,
+        });
+    }
+    Ok(())
 }
 
 fn damage_json(d: &Damage) -> String {
