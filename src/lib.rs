@@ -2,5 +2,6 @@
 //!
 //! See `docs/architecture.md` for the map of the code.
 
+pub mod datadir;
 pub mod mvcc;
 pub mod snapstore;
