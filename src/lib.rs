@@ -4,4 +4,5 @@
 
 pub mod datadir;
 pub mod mvcc;
+pub mod replay;
 pub mod snapstore;

@@ -21,25 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::kv::{KeyValue, ProtoError};
 use super::revision::{Revision, parse_rev_key};
-
-/// What a watch event did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    Put,
-    Delete,
-}
-
-/// One watch event, borrowed from the decoder's buffers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Event<'a> {
-    pub kind: EventKind,
-    pub key: &'a [u8],
-    pub value: &'a [u8],
-    pub create_revision: i64,
-    pub mod_revision: i64,
-    pub version: i64,
-    pub lease: i64,
-}
+pub use crate::snapstore::delta::{Event, EventKind};
 
 /// Where the applier writes records. Implemented over a bbolt write transaction by restore,
 /// and over plain vectors in tests.
@@ -208,11 +190,11 @@ impl Applier {
     }
 
     /// Applies one event. Events must come in watch order.
-    pub fn apply<S: RecordSink, B: BaseLookup>(
+    /// `db` receives the new records and answers lookups of the base's records.
+    pub fn apply<S: RecordSink + BaseLookup>(
         &mut self,
         ev: &Event<'_>,
-        sink: &mut S,
-        base: &mut B,
+        db: &mut S,
     ) -> Result<(), ApplyError> {
         let rev = ev.mod_revision;
         if rev < 1 {
@@ -226,7 +208,7 @@ impl Applier {
                     current: self.current,
                 });
             }
-            return self.check_covered(ev, base);
+            return self.check_covered(ev, db);
         }
         let continues = rev == self.current && self.current > self.base_rev;
         if !continues && rev != self.current + 1 {
@@ -252,7 +234,7 @@ impl Applier {
         }
         if !continues {
             if self.current > self.base_rev {
-                sink.end_revision(self.current)
+                RecordSink::end_revision(db, self.current)
                     .map_err(|e| ApplyError::Sink(Box::new(e)))?;
             }
             self.stats.revisions_applied += 1;
@@ -280,7 +262,7 @@ impl Applier {
                     lease,
                 }
                 .encode(&mut self.buf);
-                sink.put(at.to_key(false).as_bytes(), &self.buf)
+                RecordSink::put(db, at.to_key(false).as_bytes(), &self.buf)
                     .map_err(|e| ApplyError::Sink(Box::new(e)))?;
             }
             EventKind::Delete => {
@@ -289,7 +271,7 @@ impl Applier {
                     ..Default::default()
                 }
                 .encode(&mut self.buf);
-                sink.put(at.to_key(true).as_bytes(), &self.buf)
+                RecordSink::put(db, at.to_key(true).as_bytes(), &self.buf)
                     .map_err(|e| ApplyError::Sink(Box::new(e)))?;
             }
         }
@@ -431,8 +413,7 @@ impl Applier {
             rev: at,
             reason,
         };
-        let stored = base
-            .get(at.to_key(tomb).as_bytes())
+        let stored = BaseLookup::get(base, at.to_key(tomb).as_bytes())
             .map_err(|e| ApplyError::Base(Box::new(e)))?
             .ok_or_else(|| {
                 disagree(format!(
@@ -611,6 +592,7 @@ mod tests {
             mod_revision: rev,
             version,
             lease: 0,
+            time: "",
         }
     }
     fn del(key: &'static [u8], rev: i64) -> Event<'static> {
@@ -622,16 +604,16 @@ mod tests {
             mod_revision: rev,
             version: 0,
             lease: 0,
+            time: "",
         }
     }
 
     /// Builds a base by applying events from revision 1 (an empty store).
     fn base_of(events: &[Event<'static>]) -> (MapSink, i64) {
         let mut sink = MapSink::default();
-        let mut empty = MapSink::default();
         let mut a = Applier::new(1, LeasePolicy::default());
         for e in events {
-            a.apply(e, &mut sink, &mut empty).unwrap();
+            a.apply(e, &mut sink).unwrap();
         }
         a.finish(&mut sink).unwrap();
         let rev = a.current_revision();
@@ -681,10 +663,9 @@ mod tests {
     #[test]
     fn detects_wrong_versions_gaps_and_double_deletes() {
         let mut s = MapSink::default();
-        let mut b = MapSink::default();
         let mut a = Applier::new(1, LeasePolicy::default());
-        a.apply(&put(b"a", 2, 2, 1), &mut s, &mut b).unwrap();
-        let e = a.apply(&put(b"a", 2, 3, 3), &mut s, &mut b).unwrap_err();
+        a.apply(&put(b"a", 2, 2, 1), &mut s).unwrap();
+        let e = a.apply(&put(b"a", 2, 3, 3), &mut s).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -697,12 +678,12 @@ mod tests {
             ),
             "{e}"
         );
-        let e = a.apply(&put(b"x", 5, 5, 1), &mut s, &mut b).unwrap_err();
+        let e = a.apply(&put(b"x", 5, 5, 1), &mut s).unwrap_err();
         assert!(matches!(e, ApplyError::Gap { from: 3, to: 4, .. }), "{e}");
-        a.apply(&del(b"a", 3), &mut s, &mut b).unwrap();
-        let e = a.apply(&del(b"a", 4), &mut s, &mut b).unwrap_err();
+        a.apply(&del(b"a", 3), &mut s).unwrap();
+        let e = a.apply(&del(b"a", 4), &mut s).unwrap_err();
         assert!(matches!(e, ApplyError::DeleteOfMissingKey { .. }), "{e}");
-        let e = a.apply(&put(b"q", 2, 2, 1), &mut s, &mut b).unwrap_err();
+        let e = a.apply(&put(b"q", 2, 2, 1), &mut s).unwrap_err();
         assert!(
             matches!(e, ApplyError::OutOfOrder { .. })
                 || matches!(e, ApplyError::BaseDisagrees { .. }),
@@ -718,13 +699,12 @@ mod tests {
             records: base.records.clone(),
             ends: vec![],
         };
-        let mut out = MapSink::default();
         let mut a = Applier::new(base_rev, LeasePolicy::default());
         // A delta that starts before the base's revision (upstream 1044): the overlap is skipped.
-        a.apply(&put(b"b", 3, 3, 1), &mut out, &mut lookup).unwrap();
-        a.apply(&put(b"a", 2, 4, 2), &mut out, &mut lookup).unwrap();
-        a.apply(&put(b"a", 2, 5, 3), &mut out, &mut lookup).unwrap();
-        a.finish(&mut out).unwrap();
+        a.apply(&put(b"b", 3, 3, 1), &mut lookup).unwrap();
+        a.apply(&put(b"a", 2, 4, 2), &mut lookup).unwrap();
+        a.apply(&put(b"a", 2, 5, 3), &mut lookup).unwrap();
+        a.finish(&mut lookup).unwrap();
         assert_eq!(a.stats().events_skipped, 2);
         assert_eq!(a.stats().events_applied, 1);
         a.verify_base(records(&base)).unwrap();
@@ -734,14 +714,14 @@ mod tests {
         let mut a = Applier::new(base_rev, LeasePolicy::default());
         let mut wrong = put(b"b", 3, 3, 1);
         wrong.value = b"other";
-        let e = a.apply(&wrong, &mut out, &mut lookup).unwrap_err();
+        let e = a.apply(&wrong, &mut lookup).unwrap_err();
         assert!(matches!(e, ApplyError::BaseDisagrees { .. }), "{e}");
     }
 
     #[test]
     fn base_state_assumed_by_the_deltas_is_verified() {
         let (base, base_rev) = base_of(&[put(b"a", 2, 2, 1), put(b"b", 3, 3, 1), del(b"b", 4)]);
-        let mut lookup = MapSink {
+        let lookup = MapSink {
             records: base.records.clone(),
             ends: vec![],
         };
@@ -750,10 +730,9 @@ mod tests {
                 records: lookup.records.clone(),
                 ends: vec![],
             };
-            let mut out = MapSink::default();
             let mut a = Applier::new(base_rev, LeasePolicy::default());
             for e in events {
-                a.apply(e, &mut out, &mut lookup)?;
+                a.apply(e, &mut lookup)?;
             }
             a.verify_base(records(&base))
         };
@@ -774,13 +753,11 @@ mod tests {
             run(&[put(b"a", 5, 5, 1)]),
             Err(ApplyError::BaseState { .. })
         ));
-        let _ = &mut lookup;
     }
 
     #[test]
     fn leases_are_kept_only_when_the_base_knows_them() {
         let mut out = MapSink::default();
-        let mut none = MapSink::default();
         let policy = LeasePolicy {
             known: [7].into_iter().collect(),
             strip_all: false,
@@ -788,10 +765,10 @@ mod tests {
         let mut a = Applier::new(1, policy);
         let mut e = put(b"a", 2, 2, 1);
         e.lease = 7;
-        a.apply(&e, &mut out, &mut none).unwrap();
+        a.apply(&e, &mut out).unwrap();
         let mut e = put(b"b", 3, 3, 1);
         e.lease = 8;
-        a.apply(&e, &mut out, &mut none).unwrap();
+        a.apply(&e, &mut out).unwrap();
         assert_eq!(a.stats().leases_stripped, 1);
         let leases: Vec<i64> = out
             .records
