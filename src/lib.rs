@@ -2,7 +2,9 @@
 //!
 //! See `docs/architecture.md` for the map of the code.
 
+pub mod backend;
 pub mod datadir;
 pub mod mvcc;
 pub mod replay;
+pub mod restore;
 pub mod snapstore;

@@ -6,7 +6,6 @@
 //! bounded channel hands them to one blocking thread that decodes and applies them into a
 //! bbolt write transaction, committing every `batch_bytes` at a revision boundary.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -14,12 +13,10 @@ use std::time::Instant;
 use bbolt::{Db, FreeSpace, OpenOptions, WriteTx};
 
 use crate::mvcc::apply::{Applier, ApplyError, ApplyStats, BaseLookup, LeasePolicy, RecordSink};
-use crate::mvcc::revision::parse_rev_key;
 use crate::snapstore::{self, FetchedDelta, Plan, PrefetchOptions, Prefetcher, Store};
 
-pub const KEY_BUCKET: &[u8] = b"key";
-pub const META_BUCKET: &[u8] = b"meta";
-pub const LEASE_BUCKET: &[u8] = b"lease";
+use crate::backend::{BucketScan, read_base_state};
+pub use crate::backend::{KEY_BUCKET, LEASE_BUCKET, META_BUCKET};
 /// etcd writes the `key` bucket with this fill percent (sequential revision keys).
 pub const KEY_FILL_PERCENT: f64 = 0.9;
 
@@ -60,6 +57,8 @@ pub enum ReplayError {
 pub struct ReplayOptions {
     pub verify_hash: bool,
     pub strip_leases: bool,
+    /// See [`LeasePolicy::keep_unknown`].
+    pub keep_unknown_leases: bool,
     pub max_fetchers: usize,
     /// Where large deltas are spooled while waiting to be applied.
     pub spool_dir: PathBuf,
@@ -74,6 +73,7 @@ impl ReplayOptions {
         Self {
             verify_hash: true,
             strip_leases: false,
+            keep_unknown_leases: false,
             max_fetchers: 6,
             spool_dir,
             batch_bytes: 16 << 20,
@@ -116,6 +116,14 @@ pub async fn replay(
     let t0 = Instant::now();
     let base_object = plan.base.path.clone();
     let info = snapstore::fetch_full(store, &plan.base, db_path, opts.verify_hash).await?;
+    // etcd keeps its db private; the download was created with the process umask.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(
+            db_path,
+            std::fs::Permissions::from_mode(crate::datadir::FILE_MODE),
+        );
+    }
     tracing::info!(object = %base_object, bytes = info.db_size, hash_verified = info.hash_verified, "base snapshot downloaded");
     let mut report = ReplayReport {
         base: base_object.clone(),
@@ -153,6 +161,7 @@ pub async fn replay(
     let policy = LeasePolicy {
         known: leases,
         strip_all: opts.strip_leases,
+        keep_unknown: opts.keep_unknown_leases,
     };
     let stop_at = plan.stop_at_revision;
     let (tx, rx) = mpsc::sync_channel::<FetchedDelta>(1);
@@ -201,47 +210,6 @@ pub async fn replay(
     report.commits = commits;
     report.seconds_applying = t1.elapsed().as_secs_f64();
     Ok(report)
-}
-
-/// The base's current revision (etcd's rule: the last key's main revision, raised to the
-/// compaction revisions in `meta`) and its lease IDs.
-pub fn read_base_state(db: &Db, object: &str) -> Result<(i64, HashSet<i64>), ReplayError> {
-    let base_db = |source| ReplayError::BaseDb {
-        object: object.to_string(),
-        source,
-    };
-    let tx = db.begin_read();
-    let mut rev = 1;
-    if let Some(b) = tx.bucket(KEY_BUCKET).map_err(base_db)?
-        && let Some(e) = b.cursor().last().map_err(base_db)?
-    {
-        let p = parse_rev_key(e.key).map_err(|e| ReplayError::BaseRevision {
-            object: object.to_string(),
-            detail: e.to_string(),
-        })?;
-        rev = p.rev.main;
-    }
-    if let Some(m) = tx.bucket(META_BUCKET).map_err(base_db)? {
-        for name in [&b"finishedCompactRev"[..], b"scheduledCompactRev"] {
-            if let Some(v) = m.get(name).map_err(base_db)?
-                && let Ok(p) = parse_rev_key(v)
-            {
-                rev = rev.max(p.rev.main);
-            }
-        }
-    }
-    let mut leases = HashSet::new();
-    if let Some(b) = tx.bucket(LEASE_BUCKET).map_err(base_db)? {
-        let mut c = b.cursor();
-        let mut e = c.first().map_err(base_db)?;
-        while let Some(entry) = e {
-            if let Ok(k) = <[u8; 8]>::try_from(entry.key) {
-                leases.insert(i64::from_be_bytes(k));
-            }
-            e = c.next().map_err(base_db)?;
-        }
-    }
-    Ok((rev, leases))
 }
 
 /// A bbolt write transaction as the applier's record sink, committing in batches.
@@ -362,47 +330,4 @@ fn apply_all(
         }
     }
     Ok((applier.stats(), applier.current_revision(), commits))
-}
-
-/// A bucket's entries in key order as an iterator.
-pub struct BucketScan<'a> {
-    cursor: bbolt::Cursor<'a>,
-    started: bool,
-    done: bool,
-}
-
-impl<'a> BucketScan<'a> {
-    pub fn new(cursor: bbolt::Cursor<'a>) -> Self {
-        Self {
-            cursor,
-            started: false,
-            done: false,
-        }
-    }
-}
-
-impl<'a> Iterator for BucketScan<'a> {
-    type Item = Result<(&'a [u8], &'a [u8]), bbolt::Error>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let r = if self.started {
-            self.cursor.next()
-        } else {
-            self.started = true;
-            self.cursor.first()
-        };
-        match r {
-            Ok(Some(e)) => Some(Ok((e.key, e.value))),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
-    }
 }

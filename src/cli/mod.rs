@@ -1,7 +1,9 @@
 //! Command-line commands, one file each. Every command takes the shared store flags
 //! ([`etcd_restore::snapstore::StoreArgs`]) by flattening them.
 
+mod hashkv;
 mod ls;
+mod restore;
 
 use std::process::ExitCode;
 
@@ -9,11 +11,18 @@ use std::process::ExitCode;
 pub enum Command {
     /// List the snapshots in a backup store and the restore plan.
     Ls(ls::LsArgs),
+    /// Restore a data directory (or one per member) from the backups, without running etcd.
+    Restore(Box<restore::RestoreArgs>),
+    /// etcd's HashKV of a data directory, computed offline (what `etcdctl endpoint hashkv`
+    /// would say).
+    Hashkv(hashkv::HashKvArgs),
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Ls(args) => ls::run(args).await,
+        Command::Restore(args) => restore::run(*args).await,
+        Command::Hashkv(args) => hashkv::run(args),
     }
 }
 

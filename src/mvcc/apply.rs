@@ -46,6 +46,10 @@ pub struct LeasePolicy {
     pub known: HashSet<i64>,
     /// Strip every lease, like `etcdbrctl restore` (which never re-attaches leases).
     pub strip_all: bool,
+    /// Keep lease IDs the base does not know (the records then equal the source's byte for
+    /// byte, so HashKV matches; etcd logs "failed to attach lease" for such keys at start-up and
+    /// they never expire).
+    pub keep_unknown: bool,
 }
 
 /// Why an event stream cannot be applied.
@@ -246,7 +250,8 @@ impl Applier {
         match ev.kind {
             EventKind::Put => {
                 let lease = if ev.lease != 0
-                    && (self.leases.strip_all || !self.leases.known.contains(&ev.lease))
+                    && (self.leases.strip_all
+                        || (!self.leases.keep_unknown && !self.leases.known.contains(&ev.lease)))
                 {
                     self.stats.leases_stripped += 1;
                     0
@@ -760,7 +765,7 @@ mod tests {
         let mut out = MapSink::default();
         let policy = LeasePolicy {
             known: [7].into_iter().collect(),
-            strip_all: false,
+            ..Default::default()
         };
         let mut a = Applier::new(1, policy);
         let mut e = put(b"a", 2, 2, 1);

@@ -1,0 +1,238 @@
+//! `etcd-restore restore`: a drop-in for `etcdbrctl restore` in existing Job specs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use etcd_restore::replay::ReplayOptions;
+use etcd_restore::restore::{MemberFlags, RestoreOptions, RestoreReport, Targets, restore};
+use etcd_restore::snapstore::{FetchArgs, PlanOptions, Store, StoreArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+
+    #[command(flatten)]
+    fetch: FetchArgs,
+
+    #[command(flatten)]
+    member: MemberArgs,
+
+    /// The data directory to create for the member named by --name (etcdbrctl's default).
+    #[arg(short = 'd', long, value_name = "DIR", default_value = "default.etcd")]
+    data_dir: PathBuf,
+
+    /// Restore every member of --initial-cluster, each into this path with `{name}` replaced by
+    /// the member's name (e.g. `/var/etcd/{name}.etcd`). Overrides --data-dir.
+    #[arg(long, value_name = "TEMPLATE")]
+    data_dir_template: Option<String>,
+
+    /// Replace a non-empty data directory. The old one is swapped out atomically and deleted
+    /// only after the new one is complete.
+    #[arg(long)]
+    force: bool,
+
+    /// Restore up to this revision (point in time).
+    #[arg(long, value_name = "REVISION", conflicts_with = "to_time")]
+    to_revision: Option<i64>,
+
+    /// Restore from the snapshots created at or before this time (RFC 3339 or Unix seconds).
+    #[arg(long, value_name = "TIME", value_parser = super::parse_time)]
+    to_time: Option<i64>,
+
+    /// Remove the lease from every restored key, like etcdbrctl (which never re-attaches
+    /// leases). By default a key keeps its lease when the lease exists in the base snapshot.
+    #[arg(long)]
+    strip_leases: bool,
+
+    /// Keep lease IDs that the base snapshot does not know (leases granted after it). The key
+    /// records then equal the source's byte for byte (same HashKV), but etcd cannot attach
+    /// such keys to a lease: they never expire.
+    #[arg(long, conflicts_with = "strip_leases")]
+    keep_unknown_leases: bool,
+
+    /// Which etcdutl/etcdctl output to reproduce byte for byte: 3.5 (also read by 3.4) or 3.4.
+    #[arg(long, value_name = "VERSION", default_value = "3.5", value_parser = ["3.4", "3.5"])]
+    etcd_version: String,
+
+    /// Machine-readable report on stdout.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    ignored: EmbeddedEtcdArgs,
+}
+
+/// etcd's bootstrap flags, with etcdbrctl's defaults.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MemberArgs {
+    /// Name of the member to restore.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+
+    /// The new cluster: `name=peerURL,...` (a name may repeat for several URLs).
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+
+    /// Cluster token; it and the peer URLs determine member and cluster IDs.
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+
+    /// Peer URLs of --name; must match its entries in --initial-cluster.
+    #[arg(long, value_name = "URL", default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: Vec<String>,
+}
+
+impl MemberArgs {
+    pub fn flags(&self) -> MemberFlags {
+        MemberFlags {
+            name: self.name.clone(),
+            initial_cluster: self.initial_cluster.clone(),
+            initial_cluster_token: self.initial_cluster_token.clone(),
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls.clone(),
+        }
+    }
+}
+
+/// etcdbrctl flags that only tune its embedded etcd. Accepted so existing Job specs keep
+/// working; there is no embedded etcd here.
+#[derive(clap::Args, Debug, Default)]
+pub struct EmbeddedEtcdArgs {
+    #[arg(long, hide = true, value_name = "DIR")]
+    restoration_temp_snapshots_dir: Option<String>,
+    #[arg(long, hide = true)]
+    max_call_send_message_size: Option<String>,
+    #[arg(long, hide = true)]
+    max_request_bytes: Option<String>,
+    #[arg(long, hide = true)]
+    max_txn_ops: Option<String>,
+    #[arg(long, hide = true)]
+    embedded_etcd_quota_bytes: Option<String>,
+    #[arg(long, hide = true)]
+    auto_compaction_mode: Option<String>,
+    #[arg(long, hide = true)]
+    auto_compaction_retention: Option<String>,
+}
+
+impl EmbeddedEtcdArgs {
+    /// One notice per flag given.
+    pub fn notice(&self) {
+        let given = [
+            (
+                "--restoration-temp-snapshots-dir",
+                &self.restoration_temp_snapshots_dir,
+            ),
+            (
+                "--max-call-send-message-size",
+                &self.max_call_send_message_size,
+            ),
+            ("--max-request-bytes", &self.max_request_bytes),
+            ("--max-txn-ops", &self.max_txn_ops),
+            (
+                "--embedded-etcd-quota-bytes",
+                &self.embedded_etcd_quota_bytes,
+            ),
+            ("--auto-compaction-mode", &self.auto_compaction_mode),
+            (
+                "--auto-compaction-retention",
+                &self.auto_compaction_retention,
+            ),
+        ];
+        for (flag, v) in given {
+            if v.is_some() {
+                eprintln!(
+                    "notice: {flag} is accepted for etcdbrctl compatibility and ignored (no embedded etcd runs)"
+                );
+            }
+        }
+    }
+}
+
+pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    args.ignored.notice();
+    let config = args.store.resolve()?;
+    let store = Store::open(&config)?;
+    let mut replay = ReplayOptions::new(config.temp_dir.clone());
+    replay.verify_hash = !args.fetch.skip_hash_check;
+    replay.max_fetchers = args.fetch.max_fetchers as usize;
+    replay.strip_leases = args.strip_leases;
+    replay.keep_unknown_leases = args.keep_unknown_leases;
+    let opts = RestoreOptions {
+        targets: match &args.data_dir_template {
+            Some(t) => Targets::All {
+                template: t.clone(),
+            },
+            None => Targets::One(args.data_dir.clone()),
+        },
+        members: args.member.flags(),
+        plan: PlanOptions {
+            to_revision: args.to_revision,
+            to_time: args.to_time,
+        },
+        replay,
+        force: args.force,
+        flavor: if args.etcd_version == "3.4" {
+            wal::RestoreFlavor::V3_4
+        } else {
+            wal::RestoreFlavor::V3_5
+        },
+    };
+    let report = restore(&store, &opts)
+        .await
+        .with_context(|| format!("restoring from {}", store.describe()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(r: &RestoreReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let p = &r.replay;
+    let _ = writeln!(s, "restored from {}", r.store);
+    let _ = writeln!(
+        s,
+        "  base        {} (revision {} by name, {} in its database; {} bytes{})",
+        p.base,
+        p.base_name_revision,
+        p.base_db_revision,
+        p.base_db_bytes,
+        if p.base_hash_verified {
+            ", sha256 verified"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  deltas      {} applied, {} skipped ({} bytes of JSON)",
+        p.deltas_applied.len(),
+        p.deltas_skipped.len(),
+        p.delta_json_bytes
+    );
+    let _ = writeln!(
+        s,
+        "  events      {} applied in {} revisions, {} already in the base",
+        p.apply.events_applied, p.apply.revisions_applied, p.apply.events_skipped
+    );
+    let _ = writeln!(s, "  revision    {}", p.final_revision);
+    if p.apply.leases_stripped > 0 {
+        let _ = writeln!(s, "  leases      {} stripped", p.apply.leases_stripped);
+    }
+    let _ = writeln!(s, "  cluster     {}", r.cluster_id);
+    for m in &r.members {
+        let _ = writeln!(
+            s,
+            "  member      {} ({}) -> {}",
+            m.name,
+            m.member_id,
+            m.data_dir.display()
+        );
+    }
+    let _ = writeln!(s, "  took        {:.2}s", r.seconds);
+    s
+}

@@ -1,0 +1,286 @@
+//! `etcd-restore restore`: backups → data directories real etcd starts on, without etcd.
+//!
+//! 1. plan the restore from the store listing (before any download);
+//! 2. replay the plan into a database inside a staging directory beside the target
+//!    ([`crate::replay`]);
+//! 3. rewrite membership the way `etcdutl snapshot restore` 3.5 does: clear `members` and
+//!    `members_removed`, add the new members, set `meta/consistent_index` = N and `meta/term` = 1;
+//! 4. write `member/wal` and `member/snap/*.snap` for each member ([`wal::FreshMember`]);
+//! 5. fsync and move each staging directory into place ([`crate::datadir::Staging`]).
+//!
+//! For a multi-member cluster the database is replayed once and copied into each member's
+//! staging directory; only the WAL metadata (the local member ID) differs between members.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bbolt::{Db, OpenOptions};
+use wal::{Cluster, FreshMember, OsFs, RestoreFlavor, WriterOptions};
+
+use crate::datadir::{self, Layout, Staging};
+use crate::replay::{self, META_BUCKET, ReplayError, ReplayOptions, ReplayReport};
+use crate::snapstore::{Plan, PlanError, PlanOptions, Store, StoreError, plan};
+
+pub const MEMBERS_BUCKET: &[u8] = b"members";
+pub const MEMBERS_REMOVED_BUCKET: &[u8] = b"members_removed";
+
+/// Who the restored cluster's members are (etcd's bootstrap flags).
+#[derive(Clone, Debug)]
+pub struct MemberFlags {
+    pub name: String,
+    pub initial_cluster: String,
+    pub initial_cluster_token: String,
+    pub initial_advertise_peer_urls: Vec<String>,
+}
+
+impl Default for MemberFlags {
+    /// etcdbrctl's and etcdutl's defaults.
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            initial_cluster: "default=http://localhost:2380".into(),
+            initial_cluster_token: "etcd-cluster".into(),
+            initial_advertise_peer_urls: vec!["http://localhost:2380".into()],
+        }
+    }
+}
+
+/// Where restored members go.
+#[derive(Clone, Debug)]
+pub enum Targets {
+    /// The member named in `--name` into this directory.
+    One(PathBuf),
+    /// Every member of the initial cluster, `{name}` in the template replaced by its name.
+    All { template: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    pub targets: Targets,
+    pub members: MemberFlags,
+    pub plan: PlanOptions,
+    pub replay: ReplayOptions,
+    /// Replace non-empty data directories (atomically, only once the new one is complete).
+    pub force: bool,
+    pub flavor: RestoreFlavor,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    #[error(transparent)]
+    DataDir(#[from] datadir::DataDirError),
+    #[error("member flags: {0}")]
+    Members(String),
+    #[error("writing the WAL and snap files: {0}")]
+    Wal(#[from] wal::WalError),
+    #[error("updating membership in {path}: {source}")]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: bbolt::Error,
+    },
+    #[error("copying {from} to {to}: {source}")]
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One restored member.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestoredMember {
+    pub name: String,
+    pub member_id: String,
+    pub data_dir: PathBuf,
+}
+
+/// The final report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestoreReport {
+    pub store: String,
+    pub plan: Plan,
+    pub replay: ReplayReport,
+    pub cluster_id: String,
+    pub members: Vec<RestoredMember>,
+    pub seconds: f64,
+}
+
+/// Parses and checks the member flags like etcd's `VerifyBootstrap`.
+pub fn cluster_from_flags(m: &MemberFlags) -> Result<Cluster, RestoreError> {
+    let cluster = Cluster::from_initial_cluster(&m.initial_cluster, &m.initial_cluster_token)
+        .map_err(|e| {
+            RestoreError::Members(format!("--initial-cluster {:?}: {e}", m.initial_cluster))
+        })?;
+    let me = cluster.member_by_name(&m.name).ok_or_else(|| {
+        RestoreError::Members(format!(
+            "--name {:?} is not in --initial-cluster {:?}",
+            m.name, m.initial_cluster
+        ))
+    })?;
+    if !m.initial_advertise_peer_urls.is_empty() {
+        let mut want = Vec::new();
+        for u in &m.initial_advertise_peer_urls {
+            for part in u.split(',').filter(|p| !p.is_empty()) {
+                want.push(wal::member::normalize_peer_url(part).map_err(|e| {
+                    RestoreError::Members(format!("--initial-advertise-peer-urls {part:?}: {e}"))
+                })?);
+            }
+        }
+        want.sort();
+        if want != me.peer_urls {
+            return Err(RestoreError::Members(format!(
+                "--initial-advertise-peer-urls {:?} does not match the URLs of {:?} in --initial-cluster ({:?})",
+                want, m.name, me.peer_urls
+            )));
+        }
+    }
+    Ok(cluster)
+}
+
+/// Plans without downloading anything (also what `ls` shows).
+pub async fn make_plan(store: &Store, options: PlanOptions) -> Result<Plan, RestoreError> {
+    let listing = store.list_snapshots().await?;
+    Ok(plan(&listing.snapshots, options)?)
+}
+
+/// Runs a restore.
+pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
+    let t0 = Instant::now();
+    let cluster = cluster_from_flags(&opts.members)?;
+    let targets: Vec<(String, PathBuf)> = match &opts.targets {
+        Targets::One(dir) => vec![(opts.members.name.clone(), dir.clone())],
+        Targets::All { template } => cluster
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    PathBuf::from(template.replace("{name}", &m.name)),
+                )
+            })
+            .collect(),
+    };
+    // Refuse before downloading anything when a target is in the way.
+    let mut stagings = Vec::with_capacity(targets.len());
+    for (name, dir) in &targets {
+        stagings.push((name.clone(), Staging::begin(dir, opts.force)?));
+    }
+    let mut plan = make_plan(store, opts.plan).await?;
+
+    // The first member's staging directory holds the replayed database.
+    let first = &stagings[0].1;
+    let layout = first.layout();
+    datadir::create_dir(&layout.member())?;
+    datadir::create_dir(&layout.snap_dir())?;
+    let spool = first.path().join("spool");
+    datadir::create_dir(&spool)?;
+    let mut replay_opts = opts.replay.clone();
+    replay_opts.spool_dir = spool.clone();
+    let report = replay::replay(store, &mut plan, &layout.db(), &replay_opts).await?;
+    let _ = std::fs::remove_dir_all(&spool);
+
+    write_membership(&layout.db(), &cluster)?;
+    let mut members = Vec::new();
+    for (i, (name, staging)) in stagings.iter().enumerate() {
+        let l = staging.layout();
+        if i > 0 {
+            datadir::create_dir(&l.member())?;
+            datadir::create_dir(&l.snap_dir())?;
+            copy_file(&layout.db(), &l.db())?;
+        }
+        write_raft_state(&l, &cluster, name, opts.flavor)?;
+    }
+    let mut placed = Vec::new();
+    for (name, staging) in stagings {
+        let dir = staging.commit()?;
+        let id = cluster
+            .member_by_name(&name)
+            .map(|m| format!("{:x}", m.id))
+            .unwrap_or_default();
+        tracing::info!(member = %name, data_dir = %dir.display(), "data directory restored");
+        placed.push(RestoredMember {
+            name,
+            member_id: id,
+            data_dir: dir,
+        });
+    }
+    members.extend(placed);
+    Ok(RestoreReport {
+        store: store.describe().to_string(),
+        plan,
+        replay: report,
+        cluster_id: format!("{:x}", cluster.id),
+        members,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Membership and raft bookkeeping in the database, as `etcdutl snapshot restore` 3.5 writes
+/// them (3.4's etcdctl forgets to clear the old members; 3.4 servers do not read them).
+pub fn write_membership(db_path: &Path, cluster: &Cluster) -> Result<(), RestoreError> {
+    let err = |source| RestoreError::Db {
+        path: db_path.to_path_buf(),
+        source,
+    };
+    let db = Db::open(db_path, OpenOptions::default()).map_err(err)?;
+    let mut tx = db.begin_write().map_err(err)?;
+    for bucket in [MEMBERS_BUCKET, MEMBERS_REMOVED_BUCKET] {
+        if tx.bucket_mut(bucket).map_err(err)?.is_some() {
+            tx.delete_bucket(bucket).map_err(err)?;
+        }
+        tx.create_bucket(bucket).map_err(err)?;
+    }
+    {
+        let mut b = tx
+            .create_bucket_if_not_exists(MEMBERS_BUCKET)
+            .map_err(err)?;
+        for m in &cluster.members {
+            b.put(format!("{:x}", m.id).as_bytes(), m.to_json().as_bytes())
+                .map_err(err)?;
+        }
+    }
+    let n = cluster.members.len() as u64;
+    let mut meta = tx.create_bucket_if_not_exists(META_BUCKET).map_err(err)?;
+    meta.put(b"consistent_index", &n.to_be_bytes())
+        .map_err(err)?;
+    meta.put(b"term", &1u64.to_be_bytes()).map_err(err)?;
+    tx.commit().map_err(err)?;
+    Ok(())
+}
+
+fn write_raft_state(
+    layout: &Layout,
+    cluster: &Cluster,
+    name: &str,
+    flavor: RestoreFlavor,
+) -> Result<(), RestoreError> {
+    let fresh = FreshMember::new(cluster, name, flavor)?;
+    fresh.write(
+        &OsFs,
+        &layout.wal_dir(),
+        &layout.snap_dir(),
+        WriterOptions::default(),
+    )?;
+    Ok(())
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<(), RestoreError> {
+    let err = |source| RestoreError::Copy {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+        source,
+    };
+    let mut src = std::fs::File::open(from).map_err(err)?;
+    let mut dst = datadir::create_file(to)?;
+    std::io::copy(&mut src, &mut dst).map_err(err)?;
+    dst.sync_all().map_err(err)?;
+    Ok(())
+}
