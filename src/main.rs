@@ -52,6 +52,12 @@ fn init_logging(format: LogFormat, verbose: u8) {
 }
 
 fn main() -> ExitCode {
+    // Behave like other Unix tools when the reader of stdout goes away (`db dump | head`):
+    // end quietly instead of failing on EPIPE.
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -1,9 +1,11 @@
 //! Command-line commands, one file each. Every command takes the shared store flags
 //! ([`etcd_restore::snapstore::StoreArgs`]) by flattening them.
 
+mod db;
 mod hashkv;
 mod ls;
 mod restore;
+mod wal;
 
 use std::process::ExitCode;
 
@@ -16,6 +18,12 @@ pub enum Command {
     /// etcd's HashKV of a data directory, computed offline (what `etcdctl endpoint hashkv`
     /// would say).
     Hashkv(hashkv::HashKvArgs),
+    /// Inspect a bbolt database file: check, dump, stats.
+    #[command(subcommand)]
+    Db(db::DbCommand),
+    /// Inspect etcd's WAL and snap files: verify, dump.
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -23,6 +31,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ls(args) => ls::run(args).await,
         Command::Restore(args) => restore::run(*args).await,
         Command::Hashkv(args) => hashkv::run(args),
+        Command::Db(cmd) => db::run(cmd),
+        Command::Wal(cmd) => wal::run(cmd),
     }
 }
 
