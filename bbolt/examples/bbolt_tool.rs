@@ -31,6 +31,7 @@ fn main() {
             }
         },
         "append" => append(&args[2]),
+        "seeds" => seeds(&args[2]),
         "restore-sim" => restore_sim(&args[2]),
         "gen" => {
             let n: u64 = std::env::var("KEYS")
@@ -214,5 +215,66 @@ fn restore_sim(path: &str) -> i32 {
         "appended {n} keys in {secs:.2}s = {:.0} keys/s",
         n as f64 / secs
     );
+    0
+}
+
+/// Small databases (512- and 1024-byte pages) as a fuzzing seed corpus in DIR.
+fn seeds(dir: &str) -> i32 {
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, (ps, sync)) in [(512u32, false), (512, true), (1024, false), (1024, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let path = std::path::Path::new(dir).join(format!("seed-{i}.db"));
+        let _ = std::fs::remove_file(&path);
+        let db = bbolt::Db::open(
+            &path,
+            bbolt::OpenOptions {
+                create: true,
+                page_size: ps,
+                sync_freelist: sync,
+                no_sync: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        db.update(|tx| {
+            let mut k = tx.create_bucket(b"key")?;
+            for j in 0..60u32 {
+                k.put(&j.to_be_bytes(), &vec![b'v'; (j % 40) as usize])?;
+            }
+            k.create_bucket(b"nested")?.put(b"a", b"b")?;
+            let mut m = tx.create_bucket(b"meta")?;
+            m.put(b"big", &[1u8; 1500])?;
+            tx.create_bucket(b"tiny")?.put(b"x", b"y")?;
+            Ok(())
+        })
+        .unwrap();
+        db.update(|tx| {
+            let mut k = tx.bucket_mut(b"key")?.unwrap();
+            for j in (0..60u32).step_by(3) {
+                k.delete(&j.to_be_bytes())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    let path = std::path::Path::new(dir).join("seed-bulk.db");
+    let _ = std::fs::remove_file(&path);
+    let mut l = bbolt::bulk::BulkLoader::create(
+        &path,
+        bbolt::bulk::BulkOptions {
+            page_size: 512,
+            no_sync: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    l.begin_bucket(b"key").unwrap();
+    for j in 0..80u32 {
+        l.put(&j.to_be_bytes(), b"value").unwrap();
+    }
+    l.end_bucket().unwrap();
+    l.finish().unwrap();
     0
 }
