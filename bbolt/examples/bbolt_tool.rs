@@ -32,6 +32,7 @@ fn main() {
         },
         "append" => append(&args[2]),
         "seeds" => seeds(&args[2]),
+        "replay" => replay(&args[2]),
         "restore-sim" => restore_sim(&args[2]),
         "gen" => {
             let n: u64 = std::env::var("KEYS")
@@ -276,5 +277,37 @@ fn seeds(dir: &str) -> i32 {
     }
     l.end_bucket().unwrap();
     l.finish().unwrap();
+    0
+}
+
+/// Times checker + readers over every file in DIR (fuzz corpus triage); prints the slowest.
+fn replay(dir: &str) -> i32 {
+    let mut times = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let data = std::fs::read(e.path()).unwrap();
+        let t = std::time::Instant::now();
+        let r = bbolt::check::check_bytes(
+            &data,
+            &bbolt::check::CheckOptions {
+                max_findings: 64,
+                mapped_budget: 0,
+            },
+        );
+        let t1 = t.elapsed();
+        if let Ok(tx) = bbolt::ReadTx::from_bytes(&data) {
+            let _ = bbolt::dump::write_dump_tx(&tx, &mut std::io::sink());
+            let _ = bbolt::stats::stats(&tx);
+        }
+        times.push((t.elapsed(), t1, r.findings.len(), e.path()));
+    }
+    times.sort();
+    for (all, chk, n, p) in times.iter().rev().take(5) {
+        println!("{all:?} (check {chk:?}, {n} findings) {}", p.display());
+    }
+    println!(
+        "{} files, total {:?}",
+        times.len(),
+        times.iter().map(|t| t.0).sum::<std::time::Duration>()
+    );
     0
 }

@@ -618,9 +618,10 @@ fn check_inner(data: &[u8], touch: Option<&MappedFile>, opts: &CheckOptions) -> 
             ),
         );
     }
-    // Huge claimed HWMs are bounded by what the file can hold, so the bitmaps stay small.
-    let max_pages = (data.len() as u64 / u64::from(ps)).max(2);
-    let bits = meta.pgid.min(max_pages.saturating_mul(2).max(1 << 20));
+    // Only pages inside the file can be reached (others fail as out of bounds), so the
+    // bitmaps cover the file even when a damaged meta claims a huge high-water mark.
+    let file_pages = (data.len() as u64 / u64::from(ps)).max(2);
+    let bits = meta.pgid.min(file_pages);
     c.reachable = Bitmap::new(bits);
     c.reachable.set(0);
     c.reachable.set(1);
