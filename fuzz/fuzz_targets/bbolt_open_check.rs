@@ -50,8 +50,10 @@ fn fix_meta(buf: &mut [u8], off: usize) {
     let Some(meta) = buf.get(off + 16..off + 72) else {
         return;
     };
-    let sum = bbolt::meta::fnv1a64(meta);
-    buf[off + 72..off + 80].copy_from_slice(&sum.to_le_bytes());
+    let sum = bbolt::meta::fnv1a64(meta).to_le_bytes();
+    if let Some(slot) = buf.get_mut(off + 72..off + 80) {
+        slot.copy_from_slice(&sum);
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
