@@ -190,6 +190,7 @@ fn kind_of(c: &Corruption) -> FindingKind {
             FindingKind::BadBucket
         }
         Corruption::TooDeep(_) => FindingKind::TooDeep,
+        Corruption::SharedPage => FindingKind::MultipleReferences,
         Corruption::Freelist(_) => FindingKind::FreelistInvalid,
         Corruption::DoubleFree(_) => FindingKind::AlreadyFreed,
         Corruption::KeyOrder { .. } => FindingKind::KeyOrder,

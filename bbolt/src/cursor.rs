@@ -101,6 +101,10 @@ pub struct Cursor<'a> {
     overlay: Option<Overlay<'a>>,
     root: Root<'a>,
     stack: Vec<(Frame<'a>, usize)>,
+    /// Pages entered since the current public call began. A valid tree never needs more
+    /// than it has pages; more means a cycle or a shared subtree, which could otherwise make
+    /// a single step take exponential time on a damaged file.
+    steps: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -110,6 +114,7 @@ impl<'a> Cursor<'a> {
             overlay,
             root,
             stack: Vec::with_capacity(8),
+            steps: 0,
         }
     }
 
@@ -142,12 +147,20 @@ impl<'a> Cursor<'a> {
     }
 
     fn push(&mut self, f: Frame<'a>, index: usize) -> Result<()> {
-        if self.stack.len() >= page::MAX_DEPTH {
+        self.steps += 1;
+        if self.stack.len() >= page::MAX_DEPTH
+            || self.steps > self.ctx.hwm.saturating_add(page::MAX_DEPTH as u64)
+        {
             let id = match f {
                 Frame::Page(p) => p.id,
                 Frame::Node(n) => n.pgid,
             };
-            return Err(Error::corrupt(id, 0, Corruption::TooDeep(page::MAX_DEPTH)));
+            let kind = if self.stack.len() >= page::MAX_DEPTH {
+                Corruption::TooDeep(page::MAX_DEPTH)
+            } else {
+                Corruption::SharedPage
+            };
+            return Err(Error::corrupt(id, 0, kind));
         }
         self.stack.push((f, index));
         Ok(())
@@ -235,6 +248,7 @@ impl<'a> Cursor<'a> {
     }
 
     pub fn first(&mut self) -> Result<Option<Entry<'a>>> {
+        self.steps = 0;
         self.stack.clear();
         let r = self.root_frame()?;
         self.push(r, 0)?;
@@ -246,6 +260,7 @@ impl<'a> Cursor<'a> {
     }
 
     pub fn last(&mut self) -> Result<Option<Entry<'a>>> {
+        self.steps = 0;
         self.stack.clear();
         let r = self.root_frame()?;
         let n = r.count();
@@ -259,6 +274,7 @@ impl<'a> Cursor<'a> {
 
     #[allow(clippy::should_implement_trait)] // fallible, so not an Iterator
     pub fn next(&mut self) -> Result<Option<Entry<'a>>> {
+        self.steps = 0;
         loop {
             // Move up until a level can advance.
             let mut level = None;
@@ -288,6 +304,7 @@ impl<'a> Cursor<'a> {
     }
 
     pub fn prev(&mut self) -> Result<Option<Entry<'a>>> {
+        self.steps = 0;
         loop {
             let mut level = None;
             for i in (0..self.stack.len()).rev() {
@@ -314,6 +331,7 @@ impl<'a> Cursor<'a> {
     /// Positions the cursor at the leaf slot for `key` (the first key >= `key` in the leaf the
     /// search lands in) without moving to the next leaf. Returns the exact match, if any.
     pub(crate) fn seek_slot(&mut self, key: &[u8]) -> Result<Option<Entry<'a>>> {
+        self.steps = 0;
         self.stack.clear();
         let mut f = self.root_frame()?;
         loop {

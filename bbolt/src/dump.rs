@@ -6,7 +6,7 @@ use std::io::Write;
 
 use crate::bucket::Bucket;
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{Corruption, Error, Result};
 use crate::tx::ReadTx;
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -59,7 +59,8 @@ fn io(e: std::io::Error) -> Error {
 pub fn write_dump_tx(tx: &ReadTx<'_>, out: &mut impl Write) -> Result<()> {
     let mut line = Vec::with_capacity(1024);
     let mut path: Vec<Vec<u8>> = Vec::new();
-    dump_bucket(&tx.root(), &mut path, &mut line, out)
+    let mut roots = vec![tx.meta().root];
+    dump_bucket(&tx.root(), &mut path, &mut roots, &mut line, out)
 }
 
 /// Writes the dump of the database's current state.
@@ -81,18 +82,31 @@ fn path_json(line: &mut Vec<u8>, path: &[Vec<u8>]) {
     line.push(b']');
 }
 
+/// A damaged file can make a bucket contain itself or repeat keys (a page reachable twice);
+/// both are refused so a dump is never larger than the file's contents.
 fn dump_bucket(
     b: &Bucket<'_>,
     path: &mut Vec<Vec<u8>>,
+    roots: &mut Vec<u64>,
     line: &mut Vec<u8>,
     out: &mut impl Write,
 ) -> Result<()> {
-    if path.len() > 4096 {
-        return Err(Error::InvalidArgument("buckets nested too deeply".into()));
+    let here = roots.last().copied().unwrap_or(0);
+    if path.len() > crate::page::MAX_DEPTH {
+        return Err(Error::corrupt(
+            here,
+            0,
+            Corruption::TooDeep(crate::page::MAX_DEPTH),
+        ));
     }
     let mut c = b.cursor();
     let mut e = c.first()?;
+    let mut prev: Option<&[u8]> = None;
     while let Some(x) = e {
+        if prev.is_some_and(|p| x.key <= p) {
+            return Err(Error::corrupt(here, 0, Corruption::KeyOrder { index: 0 }));
+        }
+        prev = Some(x.key);
         line.clear();
         path_json(line, path);
         if x.is_bucket() {
@@ -101,9 +115,18 @@ fn dump_bucket(
             base64_into(line, x.key);
             line.extend_from_slice(format!("\",\"sequence\":{}}}\n", child.sequence()).as_bytes());
             out.write_all(line).map_err(io)?;
+            if let Some(r) = child.root_page() {
+                if roots.contains(&r) {
+                    return Err(Error::corrupt(r, 0, Corruption::SharedPage));
+                }
+                roots.push(r);
+            }
             path.push(x.key.to_vec());
-            dump_bucket(&child, path, line, out)?;
+            dump_bucket(&child, path, roots, line, out)?;
             path.pop();
+            if child.root_page().is_some() {
+                roots.pop();
+            }
         } else {
             line.extend_from_slice(b",\"key\":\"");
             base64_into(line, x.key);

@@ -89,6 +89,8 @@ pub enum Corruption {
     EmptyBranch,
     #[error("tree is deeper than {0} levels (cycle?)")]
     TooDeep(usize),
+    #[error("a page is reachable along more than one path (cycle or shared subtree)")]
+    SharedPage,
     #[error("freelist: {0}")]
     Freelist(String),
     #[error("page {0} is freed twice")]

@@ -74,6 +74,7 @@ pub fn stats(tx: &ReadTx<'_>) -> Result<Stats> {
         s.freelist_pages = u64::from(h.overflow) + 1;
     }
     let root = ctx.page(meta.root)?;
+    let mut seen = crate::bitmap::Bitmap::new(meta.pgid.min(tx.file_len() / ctx.ps as u64 + 1));
     let mut used = 2 + s.freelist_pages;
     let mut top = BucketStats::default();
     if root.is_leaf() {
@@ -85,7 +86,7 @@ pub fn stats(tx: &ReadTx<'_>) -> Result<Stats> {
                 continue;
             }
             top.name = e.key.to_vec();
-            walk_bucket(&ctx, &mut s, &mut top, e.value, root.id, 0)?;
+            walk_bucket(&ctx, &mut s, &mut seen, &mut top, e.value, root.id, 0)?;
             used += top.pages;
             s.top_level.push(std::mem::take(&mut top));
         }
@@ -93,7 +94,7 @@ pub fn stats(tx: &ReadTx<'_>) -> Result<Stats> {
         // A root bucket with so many buckets that it branched: count without per-bucket detail.
         let mut agg = BucketStats::default();
         let v = root_value(meta.root);
-        walk_bucket(&ctx, &mut s, &mut agg, &v, root.id, 0)?;
+        walk_bucket(&ctx, &mut s, &mut seen, &mut agg, &v, root.id, 0)?;
         s.buckets = s.buckets.saturating_sub(1);
         used += agg.pages;
     }
@@ -120,6 +121,7 @@ fn count_page(s: &mut Stats, p: &page::Page<'_>) {
 fn walk_bucket(
     ctx: &Ctx<'_>,
     s: &mut Stats,
+    seen: &mut crate::bitmap::Bitmap,
     b: &mut BucketStats,
     value: &[u8],
     from: u64,
@@ -170,6 +172,10 @@ fn walk_bucket(
             ));
         }
         let p = ctx.page(pgid)?;
+        // Each page is counted once; a second path to it means the file is damaged.
+        if seen.set(pgid) {
+            return Err(p.err(Corruption::SharedPage));
+        }
         count_page(s, &p);
         b.pages += u64::from(p.overflow) + 1;
         if nesting == 0 {
@@ -191,7 +197,7 @@ fn walk_bucket(
         }
     }
     for (v, from) in nested {
-        walk_bucket(ctx, s, b, &v, from, nesting + 1)?;
+        walk_bucket(ctx, s, seen, b, &v, from, nesting + 1)?;
     }
     Ok(())
 }
