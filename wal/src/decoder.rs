@@ -447,7 +447,7 @@ impl WalRecord {
     }
 }
 
-/// Iterates over the records of a WAL directory, one segment in memory at a time. After
+/// Iterates over the records of a WAL directory, reading through a window buffer. After
 /// the last record it yields nothing; [`WalIter::end`] then tells how decoding ended.
 /// A corrupt frame is yielded as an error and ends the iteration.
 pub struct WalIter<'f> {
