@@ -1,0 +1,90 @@
+//! Decompression throughput (decompressed bytes/s) of each snapshot codec on the same delta
+//! text, next to the system tools on the same file: `gzip -d` for .gz (and zlib, same
+//! deflate), `zstd -d` for .zst. LZW (`.Z`) has no system tool that reads Go's headerless
+//! stream, so it stands alone.
+//!
+//! `cargo bench --bench codecs`. The tool runs include process start-up (~1 ms), negligible
+//! at this size.
+
+mod support;
+
+use std::hint::black_box;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use etcd_restore::snapstore::{Compression, compress_to, decompress_to};
+
+/// Counts bytes without storing them, like `> /dev/null`.
+struct Sink(u64);
+
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn tool(cmd: &str, args: &[&str], file: &std::path::Path) -> u64 {
+    let out = Command::new(cmd)
+        .args(args)
+        .arg(file)
+        .stdout(Stdio::piped())
+        .output()
+        .expect("run tool");
+    assert!(out.status.success(), "{cmd} failed");
+    out.stdout.len() as u64
+}
+
+fn bench(c: &mut Criterion) {
+    let plain = support::delta_object(64 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = c.benchmark_group("codecs");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(plain.len() as u64));
+    for comp in [
+        Compression::Gzip,
+        Compression::Zlib,
+        Compression::Lzw,
+        Compression::Zstd,
+    ] {
+        let z = compress_to(comp, plain.as_slice(), Vec::new()).unwrap();
+        eprintln!(
+            "{comp}: {} -> {} bytes (ratio {:.1})",
+            plain.len(),
+            z.len(),
+            plain.len() as f64 / z.len() as f64
+        );
+        g.bench_function(format!("{comp} decode (ours)"), |b| {
+            b.iter(|| {
+                let mut sink = Sink(0);
+                decompress_to(comp, black_box(z.as_slice()), "bench", &mut sink).unwrap();
+                assert_eq!(sink.0, plain.len() as u64);
+            })
+        });
+        match comp {
+            Compression::Gzip => {
+                let f = dir.path().join("delta.gz");
+                std::fs::write(&f, &z).unwrap();
+                g.bench_function("gzip decode (gzip -d)", |b| {
+                    b.iter(|| assert_eq!(tool("gzip", &["-dc"], &f), plain.len() as u64))
+                });
+            }
+            Compression::Zstd => {
+                let f = dir.path().join("delta.zst");
+                std::fs::write(&f, &z).unwrap();
+                g.bench_function("zstd decode (zstd -d)", |b| {
+                    b.iter(|| assert_eq!(tool("zstd", &["-dcq"], &f), plain.len() as u64))
+                });
+            }
+            _ => {}
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
