@@ -17,11 +17,48 @@ use thiserror::Error;
 /// Size of the SHA-256 trailer.
 pub const HASH_LEN: usize = 32;
 
-/// Go's `base64.StdEncoding`: padding required, non-zero trailing bits tolerated.
-const GO_STD_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    base64::engine::general_purpose::PAD.with_decode_allow_trailing_bits(true),
-);
+/// Go's `base64.StdEncoding`: padding required, non-zero trailing bits tolerated. The SIMD
+/// engine picks AVX2/NEON at runtime (values are most of a delta's bytes).
+static GO_STD_BASE64: std::sync::LazyLock<base64::engine::Simd> = std::sync::LazyLock::new(|| {
+    base64::engine::Simd::standard(
+        base64::engine::general_purpose::PAD.with_decode_allow_trailing_bits(true),
+    )
+});
+
+/// A reusable decode buffer: grows, never shrinks, and is never zero-filled per event.
+struct B64Buf {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl B64Buf {
+    fn new(capacity: usize) -> Self {
+        B64Buf {
+            buf: vec![0; capacity],
+            len: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn decode(&mut self, text: &str) -> Result<(), String> {
+        let need = base64::decoded_len_estimate(text.len());
+        if self.buf.len() < need {
+            self.buf.resize(need.next_power_of_two(), 0);
+        }
+        self.len = 0;
+        self.len = GO_STD_BASE64
+            .decode_slice(text, &mut self.buf)
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum EventKind {
@@ -226,8 +263,8 @@ where
     F: FnMut(&Event<'_>) -> Result<(), E>,
 {
     let mut ctx = Ctx {
-        key: Vec::with_capacity(256),
-        value: Vec::with_capacity(4096),
+        key: B64Buf::new(256),
+        value: B64Buf::new(4096),
         time: String::new(),
         f,
         callback_error: None,
@@ -315,8 +352,8 @@ enum Failure {
 }
 
 struct Ctx<'f, F, E> {
-    key: Vec<u8>,
-    value: Vec<u8>,
+    key: B64Buf,
+    value: B64Buf,
     time: String,
     f: &'f mut F,
     callback_error: Option<E>,
@@ -382,6 +419,19 @@ enum Field {
 }
 
 fn key_of(s: &str) -> Field {
+    match s {
+        "etcdEvent" => return Field::EtcdEvent,
+        "time" => return Field::Time,
+        "type" => return Field::Type,
+        "kv" => return Field::Kv,
+        "key" => return Field::Key,
+        "value" => return Field::Value,
+        "create_revision" => return Field::CreateRevision,
+        "mod_revision" => return Field::ModRevision,
+        "version" => return Field::Version,
+        "lease" => return Field::Lease,
+        _ => {}
+    }
     const KEYS: [(&str, Field); 10] = [
         ("etcdEvent", Field::EtcdEvent),
         ("time", Field::Time),
@@ -394,11 +444,6 @@ fn key_of(s: &str) -> Field {
         ("version", Field::Version),
         ("lease", Field::Lease),
     ];
-    for (name, k) in KEYS {
-        if name == s {
-            return k;
-        }
-    }
     for (name, k) in KEYS {
         if name.eq_ignore_ascii_case(s) {
             return k;
@@ -487,7 +532,7 @@ where
         if !fields.has_kv {
             return Err(ctx.fail(Failure::Event("event has no kv".into())));
         }
-        if ctx.key.is_empty() {
+        if ctx.key.len == 0 {
             return Err(ctx.fail(Failure::Event("event has an empty key".into())));
         }
         if fields.mod_revision <= 0 {
@@ -511,8 +556,8 @@ where
         };
         let event = Event {
             kind,
-            key: &ctx.key,
-            value: &ctx.value,
+            key: ctx.key.bytes(),
+            value: ctx.value.bytes(),
             create_revision: fields.create_revision,
             mod_revision: fields.mod_revision,
             version: fields.version,
@@ -648,7 +693,7 @@ impl<'de, F, E> Visitor<'de> for KvSeed<'_, '_, '_, F, E> {
 
 /// Decodes a base64 string (or `null`) into the buffer; a base64 error is returned as the
 /// inner `Err` so the caller can attach the field name.
-struct Base64Seed<'b>(&'b mut Vec<u8>);
+struct Base64Seed<'b>(&'b mut B64Buf);
 
 impl<'de> DeserializeSeed<'de> for Base64Seed<'_> {
     type Value = Result<(), String>;
@@ -673,10 +718,7 @@ impl<'de> Visitor<'de> for Base64Seed<'_> {
         d.deserialize_str(self)
     }
     fn visit_str<Er: de::Error>(self, v: &str) -> Result<Self::Value, Er> {
-        self.0.clear();
-        Ok(GO_STD_BASE64
-            .decode_vec(v, self.0)
-            .map_err(|e| e.to_string()))
+        Ok(self.0.decode(v))
     }
 }
 

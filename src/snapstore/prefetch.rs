@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, StreamExt};
 
+use super::delta::{DeltaError, DeltaStats, Event, HASH_LEN, decode_delta_json, verify_delta_hash};
 use super::fetch::{FetchError, RawObject, check_overlap, decompress_raw, download_raw};
 use super::plan::PlannedDelta;
 use super::store::Store;
@@ -35,14 +36,31 @@ impl PrefetchOptions {
     }
 }
 
-/// A delta ready to decode: its plan entry and the decompressed bytes (JSON + SHA-256; pass
-/// them to [`super::delta::decode_delta`]).
+/// A delta ready to decode: its plan entry and the decompressed bytes (JSON + SHA-256),
+/// whose hash the prefetcher has already checked.
 #[derive(Debug)]
 pub struct FetchedDelta {
     pub planned: PlannedDelta,
     pub data: Vec<u8>,
     /// Size of the object as stored (compressed).
     pub object_size: u64,
+}
+
+impl FetchedDelta {
+    /// The JSON text (the verified trailer cut off).
+    pub fn json(&self) -> &[u8] {
+        let end = self.data.len().saturating_sub(HASH_LEN);
+        self.data.get(..end).unwrap_or_default()
+    }
+
+    /// Decodes the events. The SHA-256 was verified when the delta was prepared, so this is
+    /// [`decode_delta`](super::delta::decode_delta) without hashing the bytes a second time.
+    pub fn decode<E, F>(&self, mut f: F) -> Result<DeltaStats, DeltaError<E>>
+    where
+        F: FnMut(&Event<'_>) -> Result<(), E>,
+    {
+        decode_delta_json(self.json(), &self.planned.snapshot.path, &mut f)
+    }
 }
 
 struct Downloaded {
@@ -93,16 +111,19 @@ impl Prefetcher {
                 }
             })
             .buffered(n)
-            .then(|downloaded| async move {
+            // Decompress and hash-check one delta ahead of the consumer, on a blocking thread,
+            // so that work overlaps with applying the previous delta. Two decompressed deltas
+            // in memory at most.
+            .map(|downloaded| async move {
                 let d = downloaded?;
                 let object = d.planned.snapshot.path.clone();
-                tokio::task::spawn_blocking(move || prepare(d))
-                    .await
-                    .map_err(|e| FetchError::Task {
-                        object,
-                        detail: e.to_string(),
-                    })?
+                let handle = AbortOnDrop(tokio::task::spawn_blocking(move || prepare(d)));
+                handle.await.map_err(|e| FetchError::Task {
+                    object,
+                    detail: e.to_string(),
+                })?
             })
+            .buffered(2)
             .boxed();
         Prefetcher {
             stream,
@@ -152,6 +173,8 @@ fn prepare(d: Downloaded) -> Result<FetchedDelta, FetchError> {
     let object_size = d.raw.len();
     let data = decompress_raw(&d.raw, &d.planned.snapshot)?;
     drop(d.raw);
+    verify_delta_hash::<std::convert::Infallible>(&data, &d.planned.snapshot.path)
+        .map_err(|e| FetchError::Delta(e.to_string()))?;
     for (other, raw) in d.planned.verify_with.iter().zip(d.others) {
         let other_data = decompress_raw(&raw, other)?;
         drop(raw);
