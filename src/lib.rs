@@ -8,3 +8,4 @@ pub mod mvcc;
 pub mod replay;
 pub mod restore;
 pub mod snapstore;
+pub mod validate;

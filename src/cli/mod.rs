@@ -5,6 +5,7 @@ mod db;
 mod hashkv;
 mod ls;
 mod restore;
+mod validate;
 mod wal;
 
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ pub enum Command {
     /// Inspect etcd's WAL and snap files: verify, dump.
     #[command(subcommand)]
     Wal(wal::WalCommand),
+    /// Check a data directory the way etcd-backup-restore does (sanity|full|auto), natively.
+    Validate(Box<validate::ValidateArgs>),
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -33,6 +36,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Hashkv(args) => hashkv::run(args),
         Command::Db(cmd) => db::run(cmd),
         Command::Wal(cmd) => wal::run(cmd),
+        Command::Validate(args) => validate::run(*args).await,
     }
 }
 
