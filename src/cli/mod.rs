@@ -1,6 +1,7 @@
 //! Command-line commands, one file each. Every command takes the shared store flags
 //! ([`etcd_restore::snapstore::StoreArgs`]) by flattening them.
 
+mod compact;
 mod db;
 mod hashkv;
 mod ls;
@@ -19,6 +20,8 @@ pub enum Command {
     /// etcd's HashKV of a data directory, computed offline (what `etcdctl endpoint hashkv`
     /// would say).
     Hashkv(hashkv::HashKvArgs),
+    /// Fold the backups into one new full snapshot (etcd's compaction + defrag), without etcd.
+    Compact(Box<compact::CompactArgs>),
     /// Inspect a bbolt database file: check, dump, stats.
     #[command(subcommand)]
     Db(db::DbCommand),
@@ -33,6 +36,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Ls(args) => ls::run(args).await,
         Command::Restore(args) => restore::run(*args).await,
+        Command::Compact(args) => compact::run(*args).await,
         Command::Hashkv(args) => hashkv::run(args),
         Command::Db(cmd) => db::run(cmd),
         Command::Wal(cmd) => wal::run(cmd),

@@ -4,6 +4,7 @@
 //! records through [`apply::RecordSink`], so the same logic serves restore, compact and validate.
 
 pub mod apply;
+pub mod compact;
 pub mod hashkv;
 pub mod kv;
 pub mod revision;

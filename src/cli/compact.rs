@@ -1,0 +1,212 @@
+//! `etcd-restore compact`: a drop-in for `etcdbrctl compact` in CronJob specs.
+//!
+//! Exit codes: 0 written and verified (or dry run), 1 any other failure, 2 usage,
+//! 3 the target object already exists, 4 the uploaded object did not read back intact.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use etcd_restore::compact::{
+    CompactError, CompactOptions, CompactReport, DEFAULT_SORT_BUDGET, compact,
+};
+use etcd_restore::replay::ReplayOptions;
+use etcd_restore::snapstore::{Compression, FetchArgs, PlanOptions, Store, StoreArgs};
+
+use super::restore::{EmbeddedEtcdArgs, MemberArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+
+    #[command(flatten)]
+    fetch: FetchArgs,
+
+    /// Keep every revision (only defragment and fold the deltas in).
+    #[arg(long)]
+    keep_history: bool,
+
+    /// Compression of the new full snapshot (default: the last delta's, like etcdbrctl).
+    #[arg(long, value_name = "CODEC", value_parser = ["gzip", "zlib", "lzw", "zstd", "none"])]
+    compression: Option<String>,
+
+    /// Build and check everything, upload nothing.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Bytes of sort records kept in memory before spilling to disk.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SORT_BUDGET, hide = true)]
+    sort_budget: usize,
+
+    /// Machine-readable report on stdout.
+    #[arg(long)]
+    json: bool,
+
+    /// Write the run's metrics in Prometheus text format to this file (for a textfile
+    /// collector or a push gateway).
+    #[arg(long, value_name = "FILE")]
+    metrics_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    compat: CompactorCompatArgs,
+
+    /// etcdbrctl compact takes restore's member flags; a compacted snapshot has no members.
+    #[command(flatten)]
+    member: MemberArgs,
+
+    #[arg(short = 'd', long, hide = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    ignored: EmbeddedEtcdArgs,
+}
+
+/// etcdbrctl compact's compactor flags: accepted, with a notice, so CronJob specs keep working.
+#[derive(clap::Args, Debug, Default)]
+struct CompactorCompatArgs {
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    defragment: Option<String>,
+    #[arg(long, hide = true)]
+    etcd_snapshot_timeout: Option<String>,
+    #[arg(long, hide = true)]
+    etcd_defrag_timeout: Option<String>,
+    #[arg(long, hide = true)]
+    full_snapshot_lease_name: Option<String>,
+    #[arg(long, hide = true)]
+    delta_snapshot_lease_name: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    enable_snapshot_lease_renewal: Option<String>,
+    #[arg(long, hide = true)]
+    metrics_scrape_wait_duration: Option<String>,
+}
+
+impl CompactorCompatArgs {
+    fn notice(&self) {
+        let given = [
+            (
+                "--defragment (the output is always defragmented)",
+                &self.defragment,
+            ),
+            ("--etcd-snapshot-timeout", &self.etcd_snapshot_timeout),
+            ("--etcd-defrag-timeout", &self.etcd_defrag_timeout),
+            ("--full-snapshot-lease-name", &self.full_snapshot_lease_name),
+            (
+                "--delta-snapshot-lease-name",
+                &self.delta_snapshot_lease_name,
+            ),
+            (
+                "--enable-snapshot-lease-renewal",
+                &self.enable_snapshot_lease_renewal,
+            ),
+            (
+                "--metrics-scrape-wait-duration",
+                &self.metrics_scrape_wait_duration,
+            ),
+        ];
+        for (flag, v) in given {
+            if v.is_some() {
+                eprintln!("notice: {flag} is accepted for etcdbrctl compatibility and ignored");
+            }
+        }
+    }
+}
+
+pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
+    args.ignored.notice();
+    args.compat.notice();
+    if args.data_dir.is_some() {
+        eprintln!("notice: --data-dir is accepted for etcdbrctl compatibility and ignored");
+    }
+    let config = args.store.resolve()?;
+    let store = Store::open(&config)?;
+    let mut replay = ReplayOptions::new(config.temp_dir.clone());
+    replay.verify_hash = !args.fetch.skip_hash_check;
+    replay.max_fetchers = args.fetch.max_fetchers as usize;
+    // Lease IDs stay as they are: the compacted snapshot must describe the same cluster.
+    replay.keep_unknown_leases = true;
+    let compression = match args.compression.as_deref() {
+        None => None,
+        Some("none") => Some(Compression::None),
+        Some("gzip") => Compression::from_extension("gz"),
+        Some("zstd") => Compression::from_extension("zst"),
+        Some(ext) => Compression::from_extension(ext),
+    };
+    let opts = CompactOptions {
+        plan: PlanOptions::default(),
+        replay,
+        keep_history: args.keep_history,
+        compression,
+        dry_run: args.dry_run,
+        sort_budget: args.sort_budget,
+        temp_dir: config.temp_dir.clone(),
+        created_on: None,
+    };
+    let progress = std::io::stderr().is_terminal() && !args.json;
+    if progress {
+        eprintln!("compacting {} ...", store.describe());
+    }
+    let report = match compact(&store, &opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            let code = match &e {
+                CompactError::Exists { .. } => 3,
+                CompactError::Verify { .. } => 4,
+                _ => 1,
+            };
+            eprintln!("error: compacting {}: {e:#}", store.describe());
+            return Ok(ExitCode::from(code));
+        }
+    };
+    if let Some(path) = &args.metrics_file {
+        std::fs::write(path, report.metrics())
+            .with_context(|| format!("writing metrics to {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(r: &CompactReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "compacted {}", r.store);
+    let _ = writeln!(
+        s,
+        "  input       {} + {} deltas ({} events folded), revision {}",
+        r.replay.base,
+        r.replay.deltas_applied.len(),
+        r.replay.apply.events_applied,
+        r.fold.revision
+    );
+    let _ = writeln!(
+        s,
+        "  records     {} in, {} out ({} keys){}",
+        r.fold.records_in,
+        r.fold.records_out,
+        r.fold.keys,
+        match r.fold.compact_revision {
+            Some(c) => format!(", compacted at {c}"),
+            None => ", history kept".into(),
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  output      {} ({} bytes, db {} bytes, sha256 {})",
+        r.object, r.object_bytes, r.fold.bytes_out, r.db_sha256
+    );
+    let state = if r.dry_run {
+        "dry run: nothing uploaded"
+    } else if r.verified {
+        "uploaded and read back intact"
+    } else {
+        "uploaded"
+    };
+    let _ = writeln!(s, "  state       {state}");
+    let _ = writeln!(s, "  took        {:.2}s", r.seconds);
+    s
+}
