@@ -76,3 +76,35 @@ pub fn delta_object(target: usize) -> Vec<u8> {
         .collect();
     encode_delta(&pairs)
 }
+
+/// User+system CPU seconds of this process and of its waited-for children, from
+/// /proc/self/stat (clock ticks of 10 ms). On a shared machine wall time mostly measures the
+/// neighbours; CPU time measures the work.
+pub fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // After ")": state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
+    let tick = 100.0;
+    let get = |i: usize| f.get(i).copied().unwrap_or(0.0) / tick;
+    (get(11) + get(12), get(13) + get(14))
+}
+
+/// Runs `op` until it used at least `min_cpu` CPU seconds (own + children) and returns bytes
+/// per CPU second.
+pub fn cpu_throughput(bytes: u64, min_cpu: f64, mut op: impl FnMut()) -> f64 {
+    let (s0, c0) = cpu_seconds();
+    let mut n = 0u64;
+    loop {
+        op();
+        n += 1;
+        let (s1, c1) = cpu_seconds();
+        let used = (s1 - s0) + (c1 - c0);
+        if used >= min_cpu && n >= 3 {
+            return (bytes * n) as f64 / used;
+        }
+    }
+}
