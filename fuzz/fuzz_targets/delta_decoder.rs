@@ -21,7 +21,11 @@ fn check_json(json: &[u8]) {
     if let Err(e) = res {
         assert!(e.to_string().contains(NAME));
         if let Some(off) = e.offset() {
-            assert!(off <= json.len() as u64, "offset {off} beyond {}", json.len());
+            assert!(
+                off <= json.len() as u64,
+                "offset {off} beyond {}",
+                json.len()
+            );
         }
     }
 }
@@ -40,7 +44,12 @@ fuzz_target!(|data: &[u8]| {
     .ok();
     assert_eq!(a, b);
     // As a compressed object of every kind.
-    for c in [Compression::Gzip, Compression::Zlib, Compression::Lzw, Compression::Zstd] {
+    for c in [
+        Compression::Gzip,
+        Compression::Zlib,
+        Compression::Lzw,
+        Compression::Zstd,
+    ] {
         match decompress_vec(c, data, NAME) {
             Ok(plain) => {
                 let _ = decode_delta(&plain, NAME, |_| Ok::<(), Infallible>(()));

@@ -2,7 +2,9 @@
 //! Snapshot names and object paths from a hostile bucket: never panic; whatever is accepted
 //! re-formats to a name that parses to the same value, and sits at a safe relative path.
 
-use etcd_restore::snapstore::{ObjectKind, classify_object, format_snapshot_name, parse_snapshot_name};
+use etcd_restore::snapstore::{
+    ObjectKind, classify_object, format_snapshot_name, parse_snapshot_name,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
         for seg in &segments {
             assert!(!seg.is_empty() && *seg != "." && *seg != "..", "{s:?}");
         }
-        assert_eq!(parse_snapshot_name(&snap.snap_name).ok(), Some(snap.name.clone()));
+        assert_eq!(
+            parse_snapshot_name(&snap.snap_name).ok(),
+            Some(snap.name.clone())
+        );
     }
 });
