@@ -300,7 +300,8 @@ fn apply_all(
         // Events the plan already covers through another delta (overlaps, upstream 1043) were
         // compared by the prefetcher; events at or below the base are checked by the applier.
         let skip_through = delta.planned.skip_through_revision.unwrap_or(0);
-        let result = snapstore::decode_delta(&delta.data, &object, |ev| {
+        // The prefetcher already checked the SHA-256 trailer (one delta ahead).
+        let result = delta.decode(|ev| {
             if stop_at.is_some_and(|s| ev.mod_revision > s) {
                 return Ok(());
             }
