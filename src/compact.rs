@@ -14,6 +14,8 @@
 //! Memory does not depend on the database: the sorts spill runs of `sort_budget` bytes to disk,
 //! the source is read through a bounded mapping, the bulk loader keeps one node per level.
 
+use crate::hex::hex;
+
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs::File;
@@ -835,10 +837,6 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
     report.seconds_upload = t2.elapsed().as_secs_f64();
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn sha256_file(path: &Path, len: u64) -> Result<[u8; 32], CompactError> {

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod compact;
 pub mod datadir;
+mod hex;
 pub mod mvcc;
 pub mod replay;
 pub mod restore;

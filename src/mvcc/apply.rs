@@ -17,6 +17,8 @@
 //! Nothing here reads the wall clock: no lease can expire during a restore (upstream
 //! etcd-backup-restore issues 1045/1046).
 
+use crate::hex::hex;
+
 use std::collections::{HashMap, HashSet};
 
 use super::kv::{KeyValue, ProtoError};
@@ -545,10 +547,6 @@ fn inconsistent(
         expected,
         got,
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Keys are arbitrary bytes: show them as text when they are printable, else as hex.

@@ -11,6 +11,8 @@
 //! or below the compaction revision are ever filtered, so the index kept here has one entry per
 //! distinct key (a 128-bit hash of the key, not the key itself).
 
+use crate::hex::hex;
+
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -92,10 +94,6 @@ fn key_id(k: &[u8]) -> KeyId {
     1u8.hash(&mut b);
     k.hash(&mut b);
     (a.finish(), b.finish())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Computes HashKV at `rev` (0 = the current revision). `scan` must yield the whole `key`

@@ -7,6 +7,8 @@
 //! object. Parsing walks the array with a borrowing serde visitor: key and value are
 //! base64-decoded into two buffers reused for every event, nothing is allocated per event.
 
+use crate::hex::hex;
+
 use std::fmt;
 
 use base64::Engine as _;
@@ -233,10 +235,6 @@ pub fn verify_delta_hash<'b, E>(bytes: &'b [u8], object: &str) -> Result<&'b [u8
         });
     }
     Ok(json)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Verifies the hash of a delta object (JSON + SHA-256), then calls `f` for every event in file

@@ -2,6 +2,8 @@
 //! checked and stripped on the way, and delta objects downloaded raw (in memory when small,
 //! spooled to a temp file when large) and decompressed when their turn comes.
 
+use crate::hex::hex;
+
 use std::convert::Infallible;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -135,10 +137,6 @@ impl<W: Write> Write for TrailerWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Streams a full snapshot into `dest` (which must not exist), decompressing by suffix and
