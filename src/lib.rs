@@ -9,5 +9,6 @@ mod hex;
 pub mod mvcc;
 pub mod replay;
 pub mod restore;
+pub mod serve;
 pub mod snapstore;
 pub mod validate;

@@ -6,6 +6,7 @@ mod db;
 mod hashkv;
 mod ls;
 mod restore;
+mod serve;
 mod validate;
 mod wal;
 
@@ -30,6 +31,9 @@ pub enum Command {
     Wal(wal::WalCommand),
     /// Check a data directory the way etcd-backup-restore does (sanity|full|auto), natively.
     Validate(Box<validate::ValidateArgs>),
+    /// Serve etcd-backup-restore's initialization HTTP API for etcd-wrapper: validate, and
+    /// restore when needed, before etcd starts.
+    Serve(Box<serve::ServeArgs>),
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -41,6 +45,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Db(cmd) => db::run(cmd),
         Command::Wal(cmd) => wal::run(cmd),
         Command::Validate(args) => validate::run(*args).await,
+        Command::Serve(args) => serve::run(*args).await,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod config;
 pub mod delta;
 pub mod fetch;
+pub mod latest;
 pub mod name;
 pub mod plan;
 pub mod prefetch;
@@ -19,6 +20,7 @@ pub use delta::{
     encode_delta,
 };
 pub use fetch::{FetchError, FullInfo, check_overlap, fetch_full};
+pub use latest::{BrSnapshot, LatestSnapshots, latest};
 pub use name::{
     Compression, Kind, Layout, NameError, ObjectKind, Snapshot, SnapshotName, classify_object,
     format_snapshot_name, parse_snapshot_name,

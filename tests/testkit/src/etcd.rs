@@ -133,6 +133,9 @@ pub struct EtcdConfig {
     pub initial_cluster_token: String,
     /// Appended to etcd's command line.
     pub extra_args: Vec<String>,
+    /// Start with `--config-file` only (etcd then ignores its other flags); the file must use
+    /// this config's name, data dir and ports, which the health check and queries rely on.
+    pub config_file: Option<PathBuf>,
 }
 
 impl EtcdConfig {
@@ -146,6 +149,7 @@ impl EtcdConfig {
             initial_cluster_state: "new".to_string(),
             initial_cluster_token: "etcd-cluster".to_string(),
             extra_args: Vec::new(),
+            config_file: None,
         }
     }
 
@@ -169,6 +173,9 @@ impl EtcdConfig {
     }
 
     fn args(&self) -> Vec<String> {
+        if let Some(f) = &self.config_file {
+            return vec![format!("--config-file={}", f.display())];
+        }
         let mut a = vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir.display()),
