@@ -64,6 +64,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "VERSION", default_value = "3.5", value_parser = ["3.4", "3.5"])]
     etcd_version: String,
 
+    /// Remove the lease from every restored key, like etcdbrctl (see `restore --help`).
+    #[arg(long)]
+    strip_leases: bool,
+
+    /// Keep lease IDs the base snapshot does not know (see `restore --help`).
+    #[arg(long, conflicts_with = "strip_leases")]
+    keep_unknown_leases: bool,
+
     #[command(flatten)]
     member: MemberArgs,
 
@@ -94,6 +102,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut replay = ReplayOptions::new(temp_dir);
     replay.verify_hash = !args.fetch.skip_hash_check;
     replay.max_fetchers = args.fetch.max_fetchers as usize;
+    replay.strip_leases = args.strip_leases;
+    replay.keep_unknown_leases = args.keep_unknown_leases;
     let job = InitConfig {
         data_dir: args.data_dir.clone(),
         store,
