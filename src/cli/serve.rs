@@ -25,9 +25,13 @@ pub struct ServeArgs {
     #[arg(short = 'd', long, value_name = "DIR", default_value = "default.etcd")]
     data_dir: PathBuf,
 
-    /// Address to listen on (etcdbrctl's --server-port is the port part).
+    /// Address to listen on.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+
+    /// etcdbrctl's way to say `--listen 0.0.0.0:PORT`.
+    #[arg(short = 'p', long, value_name = "PORT", conflicts_with = "listen")]
+    server_port: Option<u16>,
 
     /// PEM certificate for HTTPS (with --tls-key; etcdbrctl's --server-cert).
     #[arg(long, value_name = "FILE", requires = "tls_key", alias = "server-cert")]
@@ -124,8 +128,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.pod_name.clone().filter(|s| !s.is_empty()),
         store_prefix,
     );
+    let listen = match args.server_port {
+        Some(port) => SocketAddr::from(([0, 0, 0, 0], port)),
+        None => args.listen,
+    };
     let opts = ServeOptions {
-        listen: args.listen,
+        listen,
         tls: match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: cert.clone(),
@@ -137,7 +145,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     tracing::info!(
         scheme = if opts.tls.is_some() { "https" } else { "http" },
-        listen = %args.listen,
+        listen = %listen,
         data_dir = %args.data_dir.display(),
         "serving"
     );
