@@ -256,10 +256,13 @@ impl Scene {
     }
     /// A data directory restored by the CLI with the same member flags.
     fn restore_with_cli(&self) {
+        self.restore_from(&self.fixture.store());
+    }
+    fn restore_from(&self, store: &Path) {
         let out = Command::new(bin())
             .arg("restore")
             .arg("--store")
-            .arg(self.fixture.store())
+            .arg(store)
             .arg("--data-dir")
             .arg(self.data())
             .args(member_args(&self.cfg))
@@ -536,6 +539,51 @@ fn corrupted_dir_is_restored() {
         metric(
             &m,
             "etcd_restore_validation_verdicts_total{mode=\"full\",verdict=\"corrupt\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    let etcd = sc.start_etcd_from_config(&s, &bins);
+    sc.fixture
+        .oracle
+        .assert_matches(&etcd, sc.fixture.oracle.final_revision);
+}
+
+#[test]
+fn stale_dir_is_restored() {
+    let Some(bins) = EtcdBins::get("3.5.1") else {
+        return;
+    };
+    let sc = Scene::new();
+    // A data directory from the oldest full snapshot alone: intact, but behind the store.
+    let oldest = sc
+        .fixture
+        .oracle
+        .objects
+        .iter()
+        .filter(|o| o.is_full())
+        .min_by_key(|o| o.last_revision)
+        .unwrap();
+    assert!(oldest.last_revision < sc.fixture.oracle.final_revision);
+    let small = sc.tmp.path().join("oldest-store");
+    let target = small.join(&oldest.path);
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::copy(sc.fixture.store().join(&oldest.path), &target).unwrap();
+    sc.restore_from(&small);
+    let s = sc.server(&[], &[]);
+    std::fs::write(sc.exit_code(), "interrupt").unwrap();
+    let seen = wrapper_initialize(&s, &sc.exit_code());
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("Successful"),
+        "{}",
+        s.log()
+    );
+    let m = s.get("/metrics").body;
+    assert_eq!(
+        metric(
+            &m,
+            "etcd_restore_validation_verdicts_total{mode=\"sanity\",verdict=\"stale\"}"
         ),
         1.0,
         "{m}"

@@ -102,7 +102,7 @@ pub enum InitError {
     #[error("planning a restore from the backup store: {0}")]
     Plan(#[from] PlanError),
     #[error("restoring: {0}")]
-    Restore(#[from] RestoreError),
+    Restore(Box<RestoreError>),
     #[error(
         "data directory {data_dir} is {verdict} and no backup store is configured to restore it from: {reason}"
     )]
@@ -119,6 +119,12 @@ pub enum InitError {
     },
     #[error("the initialization task failed: {0}")]
     Task(String),
+}
+
+impl From<RestoreError> for InitError {
+    fn from(e: RestoreError) -> Self {
+        InitError::Restore(Box::new(e))
+    }
 }
 
 const VALIDATION: &str = "etcdbr_validation_duration_seconds";

@@ -107,10 +107,12 @@ impl Registry {
                 count,
             } = s
             {
-                if let Some(i) = DURATION_BUCKETS.iter().position(|b| seconds <= *b) {
-                    if let Some(b) = buckets.get_mut(i) {
-                        *b += 1;
-                    }
+                if let Some(b) = DURATION_BUCKETS
+                    .iter()
+                    .position(|b| seconds <= *b)
+                    .and_then(|i| buckets.get_mut(i))
+                {
+                    *b += 1;
                 }
                 *sum += seconds;
                 *count += 1;

@@ -199,10 +199,10 @@ async fn start(State(st): State<AppState>, RawQuery(q): RawQuery) -> StatusCode 
 
 async fn status(State(st): State<AppState>) -> Response {
     let s = st.init.take_status();
-    if s == Status::Failed {
-        if let Some(e) = st.init.last_error() {
-            tracing::warn!(error = %e, "reported Failed");
-        }
+    if s == Status::Failed
+        && let Some(e) = st.init.last_error()
+    {
+        tracing::warn!(error = %e, "reported Failed");
     }
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
