@@ -3,6 +3,7 @@
 
 mod compact;
 mod db;
+mod docgen;
 mod hashkv;
 mod ls;
 mod restore;
@@ -34,10 +35,17 @@ pub enum Command {
     /// Serve etcd-backup-restore's initialization HTTP API for etcd-wrapper: validate, and
     /// restore when needed, before etcd starts.
     Serve(Box<serve::ServeArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docgen::CompletionsArgs),
+    /// Write man pages for every command into a directory.
+    Man(docgen::ManArgs),
 }
 
-pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// `top` is the whole command line's definition, for the generators that describe it.
+pub async fn run(command: Command, top: clap::Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Completions(args) => docgen::completions(&args, top),
+        Command::Man(args) => docgen::man(&args, top),
         Command::Ls(args) => ls::run(args).await,
         Command::Restore(args) => restore::run(*args).await,
         Command::Compact(args) => compact::run(*args).await,
