@@ -730,6 +730,9 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
         sort_budget: opts.sort_budget,
         temp_dir: work.path().to_path_buf(),
     };
+    if let Some(p) = &opts.replay.progress {
+        p.set_phase(crate::progress::Phase::Writing);
+    }
     let (src, dst) = (replayed.clone(), folded.clone());
     let fold = tokio::task::spawn_blocking(move || fold_db(&src, &dst, &fold_opts))
         .await

@@ -7,6 +7,8 @@ pub mod compact;
 pub mod datadir;
 mod hex;
 pub mod mvcc;
+pub mod progress;
+pub mod pushgateway;
 pub mod replay;
 pub mod restore;
 pub mod serve;

@@ -7,12 +7,13 @@
 //! bbolt write transaction, committing every `batch_bytes` at a revision boundary.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use bbolt::{Db, FreeSpace, OpenOptions, WriteTx};
 
 use crate::mvcc::apply::{Applier, ApplyError, ApplyStats, BaseLookup, LeasePolicy, RecordSink};
+use crate::progress::{Phase, Progress};
 use crate::snapstore::{self, FetchedDelta, Plan, PrefetchOptions, Prefetcher, Store};
 
 use crate::backend::{BucketScan, read_base_state};
@@ -66,6 +67,8 @@ pub struct ReplayOptions {
     pub batch_bytes: usize,
     /// Skip fdatasync inside the build (the caller fsyncs the finished file once).
     pub no_sync: bool,
+    /// Counters for a progress display.
+    pub progress: Option<Arc<Progress>>,
 }
 
 impl ReplayOptions {
@@ -78,6 +81,7 @@ impl ReplayOptions {
             spool_dir,
             batch_bytes: 16 << 20,
             no_sync: true,
+            progress: None,
         }
     }
 }
@@ -115,7 +119,17 @@ pub async fn replay(
 ) -> Result<ReplayReport, ReplayError> {
     let t0 = Instant::now();
     let base_object = plan.base.path.clone();
-    let info = snapstore::fetch_full(store, &plan.base, db_path, opts.verify_hash).await?;
+    let progress = opts.progress.clone().unwrap_or_default();
+    progress.set_phase(Phase::Base);
+    progress.set_deltas_total(plan.deltas.len() as u64);
+    let info = snapstore::fetch_full_with_progress(
+        store,
+        &plan.base,
+        db_path,
+        opts.verify_hash,
+        Some(progress.clone()),
+    )
+    .await?;
     // etcd keeps its db private; the download was created with the process umask.
     {
         use std::os::unix::fs::PermissionsExt;
@@ -150,6 +164,8 @@ pub async fn replay(
     .map_err(base_db)?;
     let (base_rev, leases) = read_base_state(&db, &base_object)?;
     report.base_db_revision = base_rev;
+    progress.set_revision(base_rev);
+    progress.set_phase(Phase::Deltas);
     plan.apply_base_revision(base_rev)?;
     report.deltas_skipped = plan
         .skipped
@@ -163,13 +179,18 @@ pub async fn replay(
         strip_all: opts.strip_leases,
         keep_unknown: opts.keep_unknown_leases,
     };
-    let stop_at = plan.stop_at_revision;
+    let job = ApplyJob {
+        base_rev,
+        policy,
+        stop_at: plan.stop_at_revision,
+        batch_bytes: opts.batch_bytes,
+        path: db_path.to_path_buf(),
+        progress,
+    };
     let (tx, rx) = mpsc::sync_channel::<FetchedDelta>(1);
-    let batch_bytes = opts.batch_bytes;
-    let path = db_path.to_path_buf();
     let worker = std::thread::Builder::new()
         .name("apply".into())
-        .spawn(move || apply_all(db, base_rev, policy, rx, stop_at, batch_bytes, path))
+        .spawn(move || apply_all(db, job, rx))
         .map_err(|e| ReplayError::Thread(e.to_string()))?;
 
     let mut prefetcher = Prefetcher::new(
@@ -274,15 +295,29 @@ impl BaseLookup for DbSink<'_> {
 
 type ApplyOutcome = (ApplyStats, i64, u64);
 
-fn apply_all(
-    db: Db,
+/// What the apply thread needs besides the database and the deltas.
+struct ApplyJob {
     base_rev: i64,
     policy: LeasePolicy,
-    rx: mpsc::Receiver<FetchedDelta>,
     stop_at: Option<i64>,
     batch_bytes: usize,
     path: PathBuf,
+    progress: Arc<Progress>,
+}
+
+fn apply_all(
+    db: Db,
+    job: ApplyJob,
+    rx: mpsc::Receiver<FetchedDelta>,
 ) -> Result<ApplyOutcome, ReplayError> {
+    let ApplyJob {
+        base_rev,
+        policy,
+        stop_at,
+        batch_bytes,
+        path,
+        progress,
+    } = job;
     let db_err = |source| ReplayError::Db {
         path: path.clone(),
         source,
@@ -315,7 +350,9 @@ fn apply_all(
             source,
         })?;
         tracing::info!(object = %object, revision = applier.current_revision(), "delta applied");
+        progress.delta_done(applier.current_revision());
     }
+    progress.set_phase(Phase::Verifying);
     applier.finish(&mut sink).map_err(ReplayError::Verify)?;
     sink.commit().map_err(db_err)?;
     let commits = sink.commits;

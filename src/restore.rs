@@ -185,6 +185,9 @@ pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<RestoreRepo
     let mut replay_opts = opts.replay.clone();
     replay_opts.spool_dir = spool.clone();
     let report = replay::replay(store, &mut plan, &layout.db(), &replay_opts).await?;
+    if let Some(p) = &replay_opts.progress {
+        p.set_phase(crate::progress::Phase::Writing);
+    }
     let _ = std::fs::remove_dir_all(&spool);
 
     write_membership(&layout.db(), &cluster)?;

@@ -3,7 +3,6 @@
 //! Exit codes: 0 written and verified (or dry run), 1 any other failure, 2 usage,
 //! 3 the target object already exists, 4 the uploaded object did not read back intact.
 
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -126,6 +125,8 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
     replay.max_fetchers = args.fetch.max_fetchers as usize;
     // Lease IDs stay as they are: the compacted snapshot must describe the same cluster.
     replay.keep_unknown_leases = true;
+    let progress = std::sync::Arc::new(etcd_restore::progress::Progress::new());
+    replay.progress = Some(progress.clone());
     let compression = match args.compression.as_deref() {
         None => None,
         Some("none") => Some(Compression::None),
@@ -143,11 +144,10 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
         temp_dir: config.temp_dir.clone(),
         created_on: None,
     };
-    let progress = std::io::stderr().is_terminal() && !args.json;
-    if progress {
-        eprintln!("compacting {} ...", store.describe());
-    }
-    let report = match compact(&store, &opts).await {
+    let ui = super::progress::ProgressUi::start(&progress, "compact");
+    let report = compact(&store, &opts).await;
+    drop(ui);
+    let report = match report {
         Ok(r) => r,
         Err(e) => {
             let code = match &e {

@@ -6,6 +6,7 @@ mod db;
 mod docgen;
 mod hashkv;
 mod ls;
+mod progress;
 mod restore;
 mod serve;
 mod validate;

@@ -158,6 +158,8 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     replay.max_fetchers = args.fetch.max_fetchers as usize;
     replay.strip_leases = args.strip_leases;
     replay.keep_unknown_leases = args.keep_unknown_leases;
+    let progress = std::sync::Arc::new(etcd_restore::progress::Progress::new());
+    replay.progress = Some(progress.clone());
     let opts = RestoreOptions {
         targets: match &args.data_dir_template {
             Some(t) => Targets::All {
@@ -178,9 +180,10 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             wal::RestoreFlavor::V3_5
         },
     };
-    let report = restore(&store, &opts)
-        .await
-        .with_context(|| format!("restoring from {}", store.describe()))?;
+    let ui = super::progress::ProgressUi::start(&progress, "restore");
+    let report = restore(&store, &opts).await;
+    drop(ui);
+    let report = report.with_context(|| format!("restoring from {}", store.describe()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

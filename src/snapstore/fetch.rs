@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -19,6 +20,7 @@ use super::codec::{CodecError, decompress_to};
 use super::delta::{DeltaError, OwnedEvent, decode_delta};
 use super::name::Snapshot;
 use super::store::{Store, StoreError};
+use crate::progress::{CountingReader, Progress};
 
 /// etcd appends a SHA-256 to a snapshot stream; a file "has a hash" when its size is 32 more
 /// than a multiple of 512 (bbolt files are page-aligned). etcd `snapshot.copyAndVerifyDB`.
@@ -149,13 +151,37 @@ pub async fn fetch_full(
     dest: &Path,
     verify_hash: bool,
 ) -> Result<FullInfo, FetchError> {
+    fetch_full_with_progress(store, snapshot, dest, verify_hash, None).await
+}
+
+/// [`fetch_full`], counting the object's bytes into `progress` as they arrive.
+pub async fn fetch_full_with_progress(
+    store: &Store,
+    snapshot: &Snapshot,
+    dest: &Path,
+    verify_hash: bool,
+    progress: Option<Arc<Progress>>,
+) -> Result<FullInfo, FetchError> {
     let (meta, stream) = store.get(&snapshot.path).await?;
     let reader = StreamReader::spawn(stream);
     let object = snapshot.path.clone();
     let compression = snapshot.compression();
     let dest_owned = dest.to_path_buf();
-    let result = tokio::task::spawn_blocking(move || {
-        write_full(reader, &object, compression, &dest_owned, verify_hash)
+    if let Some(p) = &progress {
+        p.set_base_total(meta.size);
+    }
+    let result = tokio::task::spawn_blocking(move || match progress {
+        Some(progress) => write_full(
+            CountingReader {
+                inner: reader,
+                progress,
+            },
+            &object,
+            compression,
+            &dest_owned,
+            verify_hash,
+        ),
+        None => write_full(reader, &object, compression, &dest_owned, verify_hash),
     })
     .await
     .map_err(|e| FetchError::Task {

@@ -19,7 +19,7 @@ pub use delta::{
     DeltaError, DeltaStats, Event, EventKind, OwnedEvent, decode_delta, decode_delta_json,
     encode_delta,
 };
-pub use fetch::{FetchError, FullInfo, check_overlap, fetch_full};
+pub use fetch::{FetchError, FullInfo, check_overlap, fetch_full, fetch_full_with_progress};
 pub use latest::{BrSnapshot, LatestSnapshots, latest};
 pub use name::{
     Compression, Kind, Layout, NameError, ObjectKind, Snapshot, SnapshotName, classify_object,
