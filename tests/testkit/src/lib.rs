@@ -17,6 +17,7 @@ pub mod objstore;
 pub mod oracle;
 pub mod pids;
 pub mod ports;
+pub mod pushgateway;
 pub mod process;
 
 // base64, serde_json and tempfile are re-exported so integration tests need no
