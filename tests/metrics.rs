@@ -64,17 +64,31 @@ fn restore_and_validate_write_metrics_files() {
         .arg(&data)
         .arg("--metrics-file")
         .arg(&prom));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&prom).expect("metrics file");
     let ok = [("succeeded", "true")];
-    assert_eq!(value(&text, "etcdbr_restoration_duration_seconds_count", &ok), Some(1.0), "{text}");
+    assert_eq!(
+        value(&text, "etcdbr_restoration_duration_seconds_count", &ok),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(
         value(&text, "etcd_restore_revision", &[("command", "restore")]),
         Some(oracle.final_revision as f64),
         "{text}"
     );
-    assert!(value(&text, "etcd_restore_run_last_success_timestamp_seconds", &[("command", "restore")])
-        .is_some_and(|t| t > 1.7e9));
+    assert!(
+        value(
+            &text,
+            "etcd_restore_run_last_success_timestamp_seconds",
+            &[("command", "restore")]
+        )
+        .is_some_and(|t| t > 1.7e9)
+    );
 
     let prom = tmp.path().join("validate.prom");
     let out = run(bin()
@@ -84,9 +98,17 @@ fn restore_and_validate_write_metrics_files() {
         .arg(&data)
         .arg("--metrics-file")
         .arg(&prom));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let text = std::fs::read_to_string(&prom).expect("metrics file");
-    assert_eq!(value(&text, "etcdbr_validation_duration_seconds_count", &ok), Some(1.0), "{text}");
+    assert_eq!(
+        value(&text, "etcdbr_validation_duration_seconds_count", &ok),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(
         value(&text, "etcd_restore_revision", &[("command", "validate")]),
         Some(oracle.final_revision as f64),
@@ -104,7 +126,12 @@ fn a_failed_restore_says_so_in_its_metrics() {
     let base = std::fs::read_dir(broken.join("v2"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("Full-"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("Full-")
+        })
         .expect("a full snapshot");
     let mut bytes = std::fs::read(&base).unwrap();
     let mid = bytes.len() / 2;
@@ -123,12 +150,20 @@ fn a_failed_restore_says_so_in_its_metrics() {
     assert!(!data.exists(), "a failed restore must leave no data dir");
     let text = std::fs::read_to_string(&prom).expect("metrics are written for failed runs too");
     assert_eq!(
-        value(&text, "etcdbr_restoration_duration_seconds_count", &[("succeeded", "false")]),
+        value(
+            &text,
+            "etcdbr_restoration_duration_seconds_count",
+            &[("succeeded", "false")]
+        ),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        value(&text, "etcd_restore_run_last_success_timestamp_seconds", &[("command", "restore")]),
+        value(
+            &text,
+            "etcd_restore_run_last_success_timestamp_seconds",
+            &[("command", "restore")]
+        ),
         None,
         "{text}"
     );
@@ -147,7 +182,11 @@ fn compact_pushes_to_a_real_pushgateway() {
         .args(["compact", "--store"])
         .arg(&copy)
         .args(["--pushgateway", &gw.url()]));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let scraped = gw.scrape().expect("scrape");
     let labels = [("job", "etcd-restore"), ("command", "compact")];
     assert_eq!(
@@ -155,11 +194,16 @@ fn compact_pushes_to_a_real_pushgateway() {
         Some(oracle.final_revision as f64),
         "{scraped}"
     );
-    assert_eq!(value(&scraped, "etcd_restore_compact_success", &labels), Some(1.0));
+    assert_eq!(
+        value(&scraped, "etcd_restore_compact_success", &labels),
+        Some(1.0)
+    );
     // The group carries the store, so two stores' jobs never replace each other's metrics.
-    let store_label = format!("store=\"{}\"", copy.display());
+    let store_label = copy.display().to_string();
     assert!(
-        scraped.lines().any(|l| l.starts_with("etcd_restore_compact_revision{") && l.contains(&store_label)),
+        scraped
+            .lines()
+            .any(|l| l.starts_with("etcd_restore_compact_revision{") && l.contains(&store_label)),
         "{scraped}"
     );
     gw.stop().unwrap();

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
+use super::metrics::{MetricsArgs, RunMetrics};
 use etcd_restore::compact::{
     CompactError, CompactOptions, CompactReport, DEFAULT_SORT_BUDGET, compact,
 };
@@ -43,10 +43,8 @@ pub struct CompactArgs {
     #[arg(long)]
     json: bool,
 
-    /// Write the run's metrics in Prometheus text format to this file (for a textfile
-    /// collector or a push gateway).
-    #[arg(long, value_name = "FILE")]
-    metrics_file: Option<PathBuf>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 
     #[command(flatten)]
     compat: CompactorCompatArgs,
@@ -144,9 +142,16 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
         temp_dir: config.temp_dir.clone(),
         created_on: None,
     };
+    let run = RunMetrics::start("compact");
     let ui = super::progress::ProgressUi::start(&progress, "compact");
     let report = compact(&store, &opts).await;
     drop(ui);
+    run.finish(
+        report.is_ok(),
+        report.as_ref().ok().map(|r| r.fold.revision),
+    );
+    let extra = report.as_ref().map(|r| r.metrics()).unwrap_or_default();
+    args.metrics.export(&run, store.describe(), &extra).await;
     let report = match report {
         Ok(r) => r,
         Err(e) => {
@@ -159,10 +164,6 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
     };
-    if let Some(path) = &args.metrics_file {
-        std::fs::write(path, report.metrics())
-            .with_context(|| format!("writing metrics to {}", path.display()))?;
-    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -5,7 +5,9 @@ mod compact;
 mod db;
 mod docgen;
 mod hashkv;
+mod initialize;
 mod ls;
+mod metrics;
 mod progress;
 mod restore;
 mod serve;
@@ -36,6 +38,9 @@ pub enum Command {
     /// Serve etcd-backup-restore's initialization HTTP API for etcd-wrapper: validate, and
     /// restore when needed, before etcd starts.
     Serve(Box<serve::ServeArgs>),
+    /// Validate the data directory and restore it when missing, corrupt or stale, then exit
+    /// (etcdbrctl initialize; for an init container before etcd starts).
+    Initialize(Box<initialize::InitializeArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(docgen::CompletionsArgs),
     /// Write man pages for every command into a directory.
@@ -48,6 +53,7 @@ pub async fn run(command: Command, top: clap::Command) -> anyhow::Result<ExitCod
         Command::Completions(args) => docgen::completions(&args, top),
         Command::Man(args) => docgen::man(&args, top),
         Command::Ls(args) => ls::run(args).await,
+        Command::Initialize(args) => initialize::run(*args).await,
         Command::Restore(args) => restore::run(*args).await,
         Command::Compact(args) => compact::run(*args).await,
         Command::Hashkv(args) => hashkv::run(args),

@@ -8,6 +8,8 @@ use etcd_restore::replay::ReplayOptions;
 use etcd_restore::restore::{MemberFlags, RestoreOptions, RestoreReport, Targets, restore};
 use etcd_restore::snapstore::{FetchArgs, PlanOptions, Store, StoreArgs};
 
+use super::metrics::{MetricsArgs, RunMetrics};
+
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
     #[command(flatten)]
@@ -59,6 +61,9 @@ pub struct RestoreArgs {
     /// Machine-readable report on stdout.
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    metrics: MetricsArgs,
 
     #[command(flatten)]
     ignored: EmbeddedEtcdArgs,
@@ -151,8 +156,39 @@ impl EmbeddedEtcdArgs {
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     args.ignored.notice();
+    let run = RunMetrics::start("restore");
+    let mut store_label = String::new();
+    let result = restore_one(&args, &mut store_label).await;
+    run.registry.observe(
+        "etcdbr_restoration_duration_seconds",
+        "Total latency distribution required to restore the etcd member.",
+        &[
+            ("restore", "single_node"),
+            ("succeeded", if result.is_ok() { "true" } else { "false" }),
+        ],
+        run.elapsed(),
+    );
+    run.finish(
+        result.is_ok(),
+        result.as_ref().ok().map(|r| r.replay.final_revision),
+    );
+    args.metrics.export(&run, &store_label, "").await;
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore_one(
+    args: &RestoreArgs,
+    store_label: &mut String,
+) -> anyhow::Result<RestoreReport> {
     let config = args.store.resolve()?;
     let store = Store::open(&config)?;
+    *store_label = store.describe().to_string();
     let mut replay = ReplayOptions::new(config.temp_dir.clone());
     replay.verify_hash = !args.fetch.skip_hash_check;
     replay.max_fetchers = args.fetch.max_fetchers as usize;
@@ -183,13 +219,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let ui = super::progress::ProgressUi::start(&progress, "restore");
     let report = restore(&store, &opts).await;
     drop(ui);
-    let report = report.with_context(|| format!("restoring from {}", store.describe()))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", render(&report));
-    }
-    Ok(ExitCode::SUCCESS)
+    report.with_context(|| format!("restoring from {}", store.describe()))
 }
 
 fn render(r: &RestoreReport) -> String {

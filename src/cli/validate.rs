@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::metrics::{MetricsArgs, RunMetrics};
 use anyhow::Context as _;
 use etcd_restore::snapstore::{PlanOptions, Store, StoreArgs, plan};
 use etcd_restore::validate::{Mode, Options, Verdict, auto_mode, validate};
@@ -53,19 +54,43 @@ pub struct ValidateArgs {
     #[arg(long)]
     json: bool,
 
+    #[command(flatten)]
+    metrics: MetricsArgs,
+
     // Compared with: the latest snapshot revision of this backup store.
     #[command(flatten)]
     store: StoreArgs,
 }
 
 pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    match run_inner(args).await {
-        Ok(code) => Ok(ExitCode::from(code)),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            Ok(ExitCode::from(EXIT_ERROR))
-        }
+    let run = RunMetrics::start("validate");
+    let metrics = args.metrics.clone();
+    let store_label = args.store.store.clone().unwrap_or_default();
+    let result = run_inner(args).await;
+    let (code, revision) = match &result {
+        Ok((code, revision)) => (*code, *revision),
+        Err(_) => (EXIT_ERROR, None),
+    };
+    // etcdbrctl's meaning: the data directory was found valid (etcd may start on it).
+    let valid = code == EXIT_VALID || code == EXIT_REPAIRABLE;
+    run.registry.observe(
+        "etcdbr_validation_duration_seconds",
+        "Total latency distribution of validating data directory.",
+        &[("succeeded", if valid { "true" } else { "false" })],
+        run.elapsed(),
+    );
+    run.registry.set(
+        "etcd_restore_validation_exit_code",
+        "Exit code of the last validation (docs/validate.md: 0 valid, 3 corrupt, 4 repairable, 5 stale, 6 wrong volume, 2 error).",
+        &[],
+        f64::from(code),
+    );
+    run.finish(result.is_ok(), revision);
+    metrics.export(&run, &store_label, "").await;
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
     }
+    Ok(ExitCode::from(code))
 }
 
 async fn store_revision(args: &StoreArgs) -> anyhow::Result<Option<i64>> {
@@ -86,7 +111,8 @@ async fn store_revision(args: &StoreArgs) -> anyhow::Result<Option<i64>> {
     Ok(Some(p.target_revision))
 }
 
-async fn run_inner(args: ValidateArgs) -> anyhow::Result<u8> {
+/// The exit code and the database revision found.
+async fn run_inner(args: ValidateArgs) -> anyhow::Result<(u8, Option<i64>)> {
     let (mode, mode_reason) = match args.mode {
         ModeArg::Sanity => (Mode::Sanity, "asked for".to_string()),
         ModeArg::Full => (Mode::Full, "asked for".to_string()),
@@ -106,11 +132,12 @@ async fn run_inner(args: ValidateArgs) -> anyhow::Result<u8> {
     } else {
         print!("{}", report.to_text());
     }
-    Ok(match report.verdict {
+    let code = match report.verdict {
         Verdict::Valid => EXIT_VALID,
         Verdict::Repairable => EXIT_REPAIRABLE,
         Verdict::Stale => EXIT_STALE,
         Verdict::Corrupt => EXIT_CORRUPT,
         Verdict::WrongVolume => EXIT_WRONG_VOLUME,
-    })
+    };
+    Ok((code, report.db_revision))
 }
