@@ -285,10 +285,14 @@ fn metrics_file_is_prometheus_text() {
     );
     assert!(text.contains(&want), "{text}");
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (name, value) = line.split_once(' ').unwrap();
-        assert!(name.starts_with("etcd_restore_compact_"), "{line}");
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(series.starts_with("etcd_restore_"), "{line}");
         value.parse::<f64>().unwrap();
     }
+    assert!(
+        text.contains("etcd_restore_run_duration_seconds{command=\"compact\",succeeded=\"true\"}"),
+        "{text}"
+    );
 }
 
 /// SIGKILL at many points of a run: whatever is left in the store, restore must pick either
