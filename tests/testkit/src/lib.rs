@@ -17,8 +17,8 @@ pub mod objstore;
 pub mod oracle;
 pub mod pids;
 pub mod ports;
-pub mod pushgateway;
 pub mod process;
+pub mod pushgateway;
 
 // base64, serde_json and tempfile are re-exported so integration tests need no
 // dev-dependencies of their own.

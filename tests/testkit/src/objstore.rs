@@ -32,7 +32,12 @@ pub const MOTO_ACCESS_KEY: &str = "testing";
 pub const MOTO_SECRET_KEY: &str = "testing";
 
 /// One HTTP/1.1 request over a fresh connection; returns the status code and body.
-pub(crate) fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.set_write_timeout(Some(Duration::from_secs(30)))?;

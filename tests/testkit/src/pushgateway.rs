@@ -47,10 +47,13 @@ impl PushgatewayServer {
 
     /// What Prometheus would scrape from the gateway.
     pub fn scrape(&self) -> Result<String> {
-        let (status, body) =
-            http(self.port, "GET", "/metrics", b"").map_err(|e| Error::io("scrape", "/metrics", e))?;
+        let (status, body) = http(self.port, "GET", "/metrics", b"")
+            .map_err(|e| Error::io("scrape", "/metrics", e))?;
         if status != 200 {
-            return Err(Error::parse("pushgateway /metrics", format!("status {status}")));
+            return Err(Error::parse(
+                "pushgateway /metrics",
+                format!("status {status}"),
+            ));
         }
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
