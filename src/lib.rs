@@ -6,6 +6,7 @@ pub mod backend;
 pub mod compact;
 pub mod datadir;
 mod hex;
+pub mod metrics;
 pub mod mvcc;
 pub mod progress;
 pub mod pushgateway;

@@ -29,7 +29,12 @@ pub enum PushError {
 }
 
 /// Where one run's metrics go: `<gateway>/metrics/job/<job>/command/<command>/store@base64/<…>`.
-pub fn group_url(gateway: &str, job: &str, command: &str, store: &str) -> Result<String, PushError> {
+pub fn group_url(
+    gateway: &str,
+    job: &str,
+    command: &str,
+    store: &str,
+) -> Result<String, PushError> {
     let bad = |reason: &str| PushError::BadUrl {
         url: gateway.to_string(),
         reason: reason.to_string(),
@@ -103,6 +108,10 @@ mod tests {
             "http://gw:9091/metrics/job@base64/ZXRjZC1yZXN0b3Jl/command@base64/Y29tcGFjdA==/store@base64/czM6Ly9iL3A="
         );
         assert!(group_url("gw:9091", "j", "c", "s").is_err());
-        assert!(group_url("http://gw", "j", "c", "").unwrap().ends_with("/store@base64/="));
+        assert!(
+            group_url("http://gw", "j", "c", "")
+                .unwrap()
+                .ends_with("/store@base64/=")
+        );
     }
 }

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use etcd_restore::serve::metrics::Registry;
+use etcd_restore::metrics::Registry;
 
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct MetricsArgs {

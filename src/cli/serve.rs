@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use etcd_restore::metrics::Registry;
 use etcd_restore::replay::ReplayOptions;
 use etcd_restore::serve::init::InitConfig;
-use etcd_restore::serve::metrics::Registry;
 use etcd_restore::serve::{AppState, ServeOptions, TlsFiles, config::DEFAULT_ETCD_CONF, serve};
 use etcd_restore::snapstore::{Backend, FetchArgs, Store, StoreArgs};
 

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use super::metrics::Registry;
 use crate::datadir::{self, Layout};
+use crate::metrics::Registry;
 use crate::replay::ReplayOptions;
 use crate::restore::{MemberFlags, RestoreError, RestoreOptions, Targets, restore};
 use crate::snapstore::{PlanError, PlanOptions, Store, StoreError, plan};

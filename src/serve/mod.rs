@@ -14,7 +14,6 @@
 
 pub mod config;
 pub mod init;
-pub mod metrics;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,9 +27,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 
+use crate::metrics::Registry;
 use crate::snapstore::{Store, latest};
 use init::{InitConfig, InitState, Status, initialize, parse_mode};
-use metrics::Registry;
 
 /// Everything the handlers share.
 #[derive(Clone)]

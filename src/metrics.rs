@@ -1,11 +1,10 @@
 //! A small Prometheus text-format registry: counters, gauges and `_duration_seconds`
-//! histograms with labels, rendered on demand. No global state is required (a server owns an
-//! `Arc<Registry>`), but [`Registry::global`] exists so one-shot commands (restore, compact,
-//! validate) can record into the same names and export them later (textfile collector,
-//! push gateway) without threading a handle through.
+//! histograms with labels, rendered on demand. `serve` owns one for `/metrics`; each one-shot
+//! run (restore, compact, validate, initialize) fills its own and exports it at the end
+//! (`--metrics-file`, `--pushgateway`).
 //!
 //! ```
-//! use etcd_restore::serve::metrics::Registry;
+//! use etcd_restore::metrics::Registry;
 //! let r = Registry::new();
 //! r.observe("etcdbr_validation_duration_seconds", "Total latency distribution of validating data directory.",
 //!           &[("succeeded", "true")], 0.25);
@@ -18,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 /// Upper bounds (seconds) of the duration histograms: Prometheus' default buckets stretched
 /// to restores that take many minutes.
@@ -72,12 +71,6 @@ pub struct Registry {
 impl Registry {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The process-wide registry.
-    pub fn global() -> &'static Registry {
-        static GLOBAL: OnceLock<Registry> = OnceLock::new();
-        GLOBAL.get_or_init(Registry::new)
     }
 
     /// Adds one to a counter.
