@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use etcd_restore::replay::ReplayOptions;
 use etcd_restore::serve::init::{InitConfig, InitError, Outcome, initialize};
-use etcd_restore::snapstore::{FetchArgs, Store, StoreArgs};
+use etcd_restore::snapstore::{Backend, FetchArgs, Store, StoreArgs};
 use etcd_restore::validate::{Mode, auto_mode};
 
 use super::metrics::{MetricsArgs, RunMetrics};
@@ -28,30 +28,51 @@ is left), 6 wrong volume (safe_guard names another namespace; untouched), 7 anot
 holds the database lock (untouched)."
 )]
 pub struct InitializeArgs {
-    /// The etcd data directory.
-    #[arg(short = 'd', long, value_name = "DIR", default_value = "default.etcd")]
-    data_dir: PathBuf,
-
     /// How thoroughly to validate (auto: sanity after a clean shutdown recorded in
     /// `exit_code`, else full — etcd-wrapper's rule).
     #[arg(long, value_enum, default_value = "full", alias = "validation-mode")]
     mode: ModeArg,
 
-    /// The namespace `<data-dir>/../safe_guard` must name (written when missing).
-    #[arg(long, value_name = "NAME", env = "POD_NAMESPACE")]
-    namespace: Option<String>,
-
-    /// How long to wait for another process's lock on the database before failing.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    lock_timeout: u64,
-
-    /// Which etcdutl/etcdctl output a restore reproduces byte for byte: 3.5 or 3.4.
-    #[arg(long, value_name = "VERSION", default_value = "3.5", value_parser = ["3.4", "3.5"])]
-    etcd_version: String,
-
     /// Machine-readable result on stdout.
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    job: InitJobArgs,
+
+    #[command(flatten)]
+    metrics: MetricsArgs,
+}
+
+/// What the validate-then-restore job needs; shared by `initialize` and `serve`.
+#[derive(clap::Args, Debug)]
+pub struct InitJobArgs {
+    /// The etcd data directory to validate and, when needed, restore.
+    #[arg(short = 'd', long, value_name = "DIR", default_value = "default.etcd")]
+    pub data_dir: PathBuf,
+
+    /// The namespace `<data-dir>/../safe_guard` must name (written when missing); a
+    /// mismatch fails initialization without touching the data directory.
+    #[arg(long, value_name = "NAME", env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// How long to wait for another process's lock on the database (a running etcd) before
+    /// failing the initialization.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    lock_timeout: u64,
+
+    /// Which etcdutl/etcdctl output a restore reproduces byte for byte: 3.5 (also read by
+    /// 3.4) or 3.4.
+    #[arg(long, value_name = "VERSION", default_value = "3.5", value_parser = ["3.4", "3.5"])]
+    etcd_version: String,
+
+    /// Remove the lease from every restored key, like etcdbrctl (see `restore --help`).
+    #[arg(long)]
+    strip_leases: bool,
+
+    /// Keep lease IDs the base snapshot does not know (see `restore --help`).
+    #[arg(long, conflicts_with = "strip_leases")]
+    keep_unknown_leases: bool,
 
     #[command(flatten)]
     member: MemberArgs,
@@ -61,9 +82,62 @@ pub struct InitializeArgs {
 
     #[command(flatten)]
     fetch: FetchArgs,
+}
 
-    #[command(flatten)]
-    metrics: MetricsArgs,
+/// The job's configuration, and how its store is named in `/snapshot/latest` and metrics.
+pub struct PreparedJob {
+    pub config: InitConfig,
+    /// etcdbrctl's `prefix` field: the local root or the prefix inside the bucket.
+    pub store_prefix: String,
+    pub store_label: String,
+}
+
+impl InitJobArgs {
+    pub fn prepare(&self) -> anyhow::Result<PreparedJob> {
+        let (store, store_prefix, temp_dir) =
+            if self.store.store.is_none() && self.store.storage_provider.is_none() {
+                (
+                    None,
+                    String::new(),
+                    self.store.snapstore_temp_directory.clone(),
+                )
+            } else {
+                let config = self.store.resolve()?;
+                let store = Store::open(&config)?;
+                let prefix = match &config.backend {
+                    Backend::Local { root } => root.display().to_string(),
+                    _ => config.prefix.clone(),
+                };
+                (Some(store), prefix, config.temp_dir.clone())
+            };
+        let store_label = store
+            .as_ref()
+            .map(|s| s.describe().to_string())
+            .unwrap_or_default();
+        let mut replay = ReplayOptions::new(temp_dir);
+        replay.verify_hash = !self.fetch.skip_hash_check;
+        replay.max_fetchers = self.fetch.max_fetchers as usize;
+        replay.strip_leases = self.strip_leases;
+        replay.keep_unknown_leases = self.keep_unknown_leases;
+        let config = InitConfig {
+            data_dir: self.data_dir.clone(),
+            store,
+            namespace: self.namespace.clone().filter(|s| !s.is_empty()),
+            members: self.member.flags(),
+            replay,
+            flavor: if self.etcd_version == "3.4" {
+                wal::RestoreFlavor::V3_4
+            } else {
+                wal::RestoreFlavor::V3_5
+            },
+            lock_timeout: Duration::from_secs(self.lock_timeout),
+        };
+        Ok(PreparedJob {
+            config,
+            store_prefix,
+            store_label,
+        })
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -80,37 +154,13 @@ pub async fn run(args: InitializeArgs) -> anyhow::Result<ExitCode> {
     let (mode, mode_name) = match args.mode {
         ModeArg::Sanity => (Mode::Sanity, "sanity"),
         ModeArg::Full => (Mode::Full, "full"),
-        ModeArg::Auto => match auto_mode(&args.data_dir).0 {
+        ModeArg::Auto => match auto_mode(&args.job.data_dir).0 {
             Mode::Sanity => (Mode::Sanity, "sanity"),
             Mode::Full => (Mode::Full, "full"),
         },
     };
-    let (store, temp_dir) = if args.store.store.is_none() && args.store.storage_provider.is_none() {
-        (None, args.store.snapstore_temp_directory.clone())
-    } else {
-        let config = args.store.resolve()?;
-        (Some(Store::open(&config)?), config.temp_dir.clone())
-    };
-    let store_label = store
-        .as_ref()
-        .map(|s| s.describe().to_string())
-        .unwrap_or_default();
-    let mut replay = ReplayOptions::new(temp_dir);
-    replay.verify_hash = !args.fetch.skip_hash_check;
-    replay.max_fetchers = args.fetch.max_fetchers as usize;
-    let cfg = InitConfig {
-        data_dir: args.data_dir.clone(),
-        store,
-        namespace: args.namespace.clone().filter(|s| !s.is_empty()),
-        members: args.member.flags(),
-        replay,
-        flavor: if args.etcd_version == "3.4" {
-            wal::RestoreFlavor::V3_4
-        } else {
-            wal::RestoreFlavor::V3_5
-        },
-        lock_timeout: Duration::from_secs(args.lock_timeout),
-    };
+    let job = args.job.prepare()?;
+    let (cfg, store_label) = (job.config, job.store_label);
     let result = initialize(&cfg, mode, &run.registry).await;
     let revision = match &result {
         Ok(Outcome::Restored { revision, .. }) => Some(*revision),
@@ -142,7 +192,7 @@ pub async fn run(args: InitializeArgs) -> anyhow::Result<ExitCode> {
     };
     if args.json {
         let r = InitResult {
-            data_dir: args.data_dir.clone(),
+            data_dir: args.job.data_dir.clone(),
             mode: mode_name,
             outcome,
             detail,
@@ -150,9 +200,12 @@ pub async fn run(args: InitializeArgs) -> anyhow::Result<ExitCode> {
         };
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else if code == 0 {
-        println!("{} ({mode_name}): {detail}", args.data_dir.display());
+        println!("{} ({mode_name}): {detail}", args.job.data_dir.display());
     } else {
-        eprintln!("error: initializing {}: {detail}", args.data_dir.display());
+        eprintln!(
+            "error: initializing {}: {detail}",
+            args.job.data_dir.display()
+        );
     }
     Ok(ExitCode::from(code))
 }

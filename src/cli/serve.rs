@@ -9,21 +9,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use etcd_restore::metrics::Registry;
-use etcd_restore::replay::ReplayOptions;
-use etcd_restore::serve::init::InitConfig;
 use etcd_restore::serve::{AppState, ServeOptions, TlsFiles, config::DEFAULT_ETCD_CONF, serve};
-use etcd_restore::snapstore::{Backend, FetchArgs, Store, StoreArgs};
 
-use super::restore::MemberArgs;
+use super::initialize::{InitJobArgs, PreparedJob};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Endpoints: /initialization/start?mode=full|sanity, \
 /initialization/status, /config, /healthz, /metrics, /snapshot/latest (docs/serve.md). \
 Point etcd-wrapper's --backup-restore-host-port at --listen.")]
 pub struct ServeArgs {
-    /// The etcd data directory to validate and, when needed, restore.
-    #[arg(short = 'd', long, value_name = "DIR", default_value = "default.etcd")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    job: InitJobArgs,
 
     /// Address to listen on.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
@@ -49,78 +45,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME", env = "POD_NAME")]
     pod_name: Option<String>,
 
-    /// The namespace `<data-dir>/../safe_guard` must name (written when missing); a
-    /// mismatch fails initialization without touching the data directory.
-    #[arg(long, value_name = "NAME", env = "POD_NAMESPACE")]
-    namespace: Option<String>,
-
-    /// How long to wait for another process's lock on the database (a running etcd) before
-    /// failing the initialization.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    lock_timeout: u64,
-
     /// After SIGTERM: how long open requests and a running initialization may still take.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     shutdown_grace: u64,
-
-    /// Which etcdutl/etcdctl output a restore reproduces byte for byte: 3.5 (also read by
-    /// 3.4) or 3.4.
-    #[arg(long, value_name = "VERSION", default_value = "3.5", value_parser = ["3.4", "3.5"])]
-    etcd_version: String,
-
-    /// Remove the lease from every restored key, like etcdbrctl (see `restore --help`).
-    #[arg(long)]
-    strip_leases: bool,
-
-    /// Keep lease IDs the base snapshot does not know (see `restore --help`).
-    #[arg(long, conflicts_with = "strip_leases")]
-    keep_unknown_leases: bool,
-
-    #[command(flatten)]
-    member: MemberArgs,
-
-    #[command(flatten)]
-    store: StoreArgs,
-
-    #[command(flatten)]
-    fetch: FetchArgs,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let (store, store_prefix, temp_dir) =
-        if args.store.store.is_none() && args.store.storage_provider.is_none() {
-            (
-                None,
-                String::new(),
-                args.store.snapstore_temp_directory.clone(),
-            )
-        } else {
-            let config = args.store.resolve()?;
-            let store = Store::open(&config)?;
-            let prefix = match &config.backend {
-                Backend::Local { root } => root.display().to_string(),
-                _ => config.prefix.clone(),
-            };
-            (Some(store), prefix, config.temp_dir.clone())
-        };
-    let mut replay = ReplayOptions::new(temp_dir);
-    replay.verify_hash = !args.fetch.skip_hash_check;
-    replay.max_fetchers = args.fetch.max_fetchers as usize;
-    replay.strip_leases = args.strip_leases;
-    replay.keep_unknown_leases = args.keep_unknown_leases;
-    let job = InitConfig {
-        data_dir: args.data_dir.clone(),
-        store,
-        namespace: args.namespace.clone().filter(|s| !s.is_empty()),
-        members: args.member.flags(),
-        replay,
-        flavor: if args.etcd_version == "3.4" {
-            wal::RestoreFlavor::V3_4
-        } else {
-            wal::RestoreFlavor::V3_5
-        },
-        lock_timeout: Duration::from_secs(args.lock_timeout),
-    };
+    let PreparedJob {
+        config: job,
+        store_prefix,
+        ..
+    } = args.job.prepare()?;
     let state = AppState::new(
         job,
         Arc::new(Registry::new()),
@@ -146,7 +81,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(
         scheme = if opts.tls.is_some() { "https" } else { "http" },
         listen = %listen,
-        data_dir = %args.data_dir.display(),
+        data_dir = %args.job.data_dir.display(),
         "serving"
     );
     serve(opts, state, shutdown_signal())
