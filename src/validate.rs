@@ -104,6 +104,8 @@ pub struct Report {
     /// Upper bound of the revision etcd serves after replaying the WAL.
     pub max_revision_after_replay: Option<i64>,
     pub store_revision: Option<i64>,
+    /// Members in the database's `members` bucket; above one, staleness is not judged.
+    pub cluster_size: Option<u64>,
     /// Offline HashKV of the database (full mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hashkv: Option<HashKv>,
@@ -225,6 +227,7 @@ pub fn validate(data_dir: &Path, opts: &Options) -> Report {
         wal_pending_writes: None,
         max_revision_after_replay: None,
         store_revision: opts.store_revision,
+        cluster_size: None,
         hashkv: None,
         repairs: Vec::new(),
     };
@@ -382,6 +385,19 @@ fn check_db_sanity(r: &mut Report, layout: &Layout) -> bool {
         },
         // etcd treats a missing index as 0 (a database that never applied an entry).
         Ok(None) => r.consistent_index = Some(0),
+        Err(e) => {
+            r.problem("db_open", Verdict::Corrupt, &path, e.to_string());
+            return false;
+        }
+    }
+    // etcdbrctl skips the revision comparison in a multi-member cluster: such a member
+    // catches up from the leader, so being behind the backups is not a reason to restore it.
+    let members = match tx.bucket(crate::restore::MEMBERS_BUCKET) {
+        Ok(Some(b)) => count_entries(&b),
+        _ => Ok(0),
+    };
+    match members {
+        Ok(n) => r.cluster_size = Some(n),
         Err(e) => {
             r.problem("db_open", Verdict::Corrupt, &path, e.to_string());
             return false;
@@ -663,6 +679,17 @@ fn check_consistency(r: &mut Report) {
     }
 }
 
+fn count_entries(b: &bbolt::Bucket<'_>) -> Result<u64, bbolt::Error> {
+    let mut c = b.cursor();
+    let mut n = 0;
+    let mut e = c.first()?;
+    while e.is_some() {
+        n += 1;
+        e = c.next()?;
+    }
+    Ok(n)
+}
+
 fn check_revision(r: &mut Report) {
     let (Some(db_rev), Some(pending)) = (r.db_revision, r.wal_pending_writes) else {
         return;
@@ -673,6 +700,19 @@ fn check_revision(r: &mut Report) {
         return;
     };
     let file = r.data_dir.join("member/snap/db");
+    if let Some(n) = r.cluster_size.filter(|n| *n > 1) {
+        if max < store {
+            r.problem(
+                "revision",
+                Verdict::Valid,
+                &file,
+                format!(
+                    "revision {db_rev} (at most {max}) < store revision {store}, but this member is one of {n}: it catches up from the leader (not compared, like etcdbrctl)"
+                ),
+            );
+        }
+        return;
+    }
     if max < store {
         r.problem(
             "revision",

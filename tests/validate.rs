@@ -484,3 +484,54 @@ fn auto_mode_follows_exit_code_and_repair_keeps_a_copy() {
     let (code, _) = validate(&dir, &f.store(), &["--namespace", "my-ns"]);
     assert_eq!(code, 6);
 }
+
+/// Behind the store: a single member is stale (exit 5); a member of a three-member cluster is
+/// not judged on its revision (it catches up from the leader), as etcdbrctl decides.
+#[test]
+fn staleness_is_only_judged_for_single_member_clusters() {
+    let f = Fixture::load("3.5.1", "basic").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let behind = (f.oracle.final_revision - 5).to_string();
+
+    let single = tmp.path().join("single.etcd");
+    restore(&f.store(), &single, &["--to-revision", &behind]);
+    let (code, report) = validate(&single, &f.store(), &["--mode", "sanity"]);
+    assert_eq!(code, 5, "{report}");
+
+    let cluster = "m1=http://127.0.0.1:2380,m2=http://127.0.0.1:2381,m3=http://127.0.0.1:2382";
+    let template = tmp.path().join("{name}.etcd");
+    restore(
+        &f.store(),
+        &tmp.path().join("unused"),
+        &[
+            "--to-revision",
+            &behind,
+            "--initial-cluster",
+            cluster,
+            "--name",
+            "m1",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--data-dir-template",
+            template.to_str().unwrap(),
+        ],
+    );
+    let (code, report) = validate(
+        &tmp.path().join("m2.etcd"),
+        &f.store(),
+        &["--mode", "sanity"],
+    );
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["cluster_size"], 3, "{report}");
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("catches up from the leader")),
+        "{report}"
+    );
+}
