@@ -51,6 +51,18 @@ fn init_logging(format: LogFormat, verbose: u8) {
     };
 }
 
+/// glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB), after
+/// which multi-MiB buffers (decompressed deltas, write buffers) come from per-thread arenas
+/// that keep their pages after `free`: restore's peak RSS grew from ~50 to ~75 MiB that way.
+/// A fixed 1 MiB threshold returns such blocks to the kernel when they are freed.
+fn bound_malloc_retention() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() -> ExitCode {
     // Behave like other Unix tools when the reader of stdout goes away (`db dump | head`):
     // end quietly instead of failing on EPIPE.
@@ -58,6 +70,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    bound_malloc_retention();
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -112,8 +112,8 @@ impl Prefetcher {
             })
             .buffered(n)
             // Decompress and hash-check one delta ahead of the consumer, on a blocking thread,
-            // so that work overlaps with applying the previous delta. Two decompressed deltas
-            // in memory at most.
+            // so that work overlaps with applying the previous delta. One decompressed delta
+            // in the prefetcher at most (restore's peak RSS: each is up to tens of MiB).
             .map(|downloaded| async move {
                 let d = downloaded?;
                 let object = d.planned.snapshot.path.clone();
@@ -123,7 +123,7 @@ impl Prefetcher {
                     detail: e.to_string(),
                 })?
             })
-            .buffered(2)
+            .buffered(1)
             .boxed();
         Prefetcher {
             stream,
