@@ -8,8 +8,13 @@
 //! 3. pass 2 walks the `key` bucket and the kept revisions together and bulk-loads the kept
 //!    records into a new, defragmented file (fill 0.9, no freelist, like etcd's defrag); every
 //!    other bucket is copied as it is, `meta` gets the compaction revisions;
-//! 4. the file gets etcd's sha256 trailer, is compressed, uploaded create-only under
-//!    `Full-00000000-<rev>-<unix><ext>`, and read back to check the hash.
+//! 4. the file gets etcd's sha256 trailer, is compressed, uploaded under a temporary name that
+//!    is not a snapshot name (`v2/.etcd-restore-upload-<pid>-<name>`, ignored by listing and
+//!    planning), copied create-only to `Full-00000000-<rev>-<unix><ext>`, and read back to
+//!    check the hash.
+//!
+//! A run that dies leaves at most a temporary object and a work directory
+//! (`.etcd-restore-compact-<pid>-*` in the temp directory); the next run removes both.
 //!
 //! Memory does not depend on the database: the sorts spill runs of `sort_budget` bytes to disk,
 //! the source is read through a bounded mapping, the bulk loader keeps one node per level.
@@ -41,6 +46,14 @@ use crate::snapstore::{
 pub const DEFAULT_SORT_BUDGET: usize = 16 << 20;
 /// Bytes of the source database kept mapped while reading it.
 const SOURCE_MAPPED_BUDGET: usize = 16 << 20;
+/// Name prefix of compact's temporary upload objects (below `v2/`). The leading dot and the
+/// extra `-` fields keep them from ever parsing as a snapshot name.
+pub const UPLOAD_TEMP_PREFIX: &str = ".etcd-restore-upload-";
+/// Name prefix of compact's local work directories (followed by `<pid>-`).
+pub const WORK_DIR_PREFIX: &str = ".etcd-restore-compact-";
+/// Largest object a server-side copy handles everywhere (S3's single-part copy limit); larger
+/// snapshots are uploaded directly under their final name after an existence check.
+const MAX_SERVER_COPY: u64 = 5 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompactError {
@@ -713,8 +726,9 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
     let t0 = Instant::now();
     let listing = store.list_snapshots().await?;
     let mut plan = snapstore::plan(&listing.snapshots, opts.plan)?;
+    reclaim_work_dirs(&opts.temp_dir);
     let work = tempfile::Builder::new()
-        .prefix(".etcd-restore-compact-")
+        .prefix(&format!("{WORK_DIR_PREFIX}{}-", std::process::id()))
         .tempdir_in(&opts.temp_dir)
         .map_err(io("creating a work directory in", &opts.temp_dir))?;
     let spool = work.path().join("spool");
@@ -800,20 +814,8 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
     if store.exists(&object).await? {
         return Err(CompactError::Exists { object });
     }
-    let (part, conc) = store
-        .config()
-        .map(|c| (c.min_chunk_size, c.max_parallel_chunk_uploads as usize))
-        .unwrap_or((snapstore::config::MIN_CHUNK_SIZE, 5));
-    // The object appears only when the upload completes (S3/Azure/GCS commit multipart
-    // uploads atomically; the local store renames a staging file `<name>#<n>` that is not a
-    // snapshot name), so an interrupted run leaves nothing restore would pick.
-    store
-        .put_multipart_file(&object, &packed, part, conc)
-        .await
-        .map_err(|e| match e {
-            StoreError::AlreadyExists { object } => CompactError::Exists { object },
-            e => e.into(),
-        })?;
+    reclaim_temp_uploads(store, &listing.ignored).await;
+    upload(store, &object, &packed, object_bytes).await?;
     report.uploaded = true;
 
     // Read it back through the same path restore uses: listing, name, download, trailer.
@@ -842,6 +844,114 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
     report.seconds_upload = t2.elapsed().as_secs_f64();
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Uploads `packed` as `object`, which must not exist, so that `object` appears only complete:
+/// the bytes go to a temporary object first and are then copied create-only. Two runs racing
+/// for one name cannot overwrite each other; the loser fails with [`CompactError::Exists`].
+async fn upload(
+    store: &Store,
+    object: &str,
+    packed: &Path,
+    object_bytes: u64,
+) -> Result<(), CompactError> {
+    let (part, conc) = store
+        .config()
+        .map(|c| (c.min_chunk_size, c.max_parallel_chunk_uploads as usize))
+        .unwrap_or((snapstore::config::MIN_CHUNK_SIZE, 5));
+    let exists = |e| match e {
+        StoreError::AlreadyExists { object } => CompactError::Exists { object },
+        e => e.into(),
+    };
+    let local = matches!(
+        store.config().map(|c| &c.backend),
+        Some(snapstore::Backend::Local { .. })
+    );
+    if object_bytes > MAX_SERVER_COPY && !local {
+        // Multipart uploads commit atomically, so no partial object is ever visible; only the
+        // create-only guarantee is weaker (checked just before).
+        tracing::warn!(
+            object,
+            bytes = object_bytes,
+            "too large for a server-side copy; uploading under the final name directly"
+        );
+        store
+            .put_multipart_file(object, packed, part, conc)
+            .await
+            .map_err(exists)?;
+        return Ok(());
+    }
+    let name = object.rsplit('/').next().unwrap_or(object);
+    let temp = format!("v2/{UPLOAD_TEMP_PREFIX}{}-{name}", std::process::id());
+    let result = async {
+        store
+            .put_multipart_file(&temp, packed, part, conc)
+            .await
+            .map_err(exists)?;
+        store.copy_create(&temp, object).await.map_err(exists)
+    }
+    .await;
+    if let Err(e) = store.delete(&temp).await {
+        tracing::warn!(object = %temp, error = %e, "could not remove the temporary upload; the next compact run removes it");
+    }
+    result
+}
+
+/// Removes temporary uploads of earlier runs that died (listed as ignored objects). Concurrent
+/// compactions of one store are not supported: a running one whose temporary object vanishes
+/// fails cleanly at its copy.
+async fn reclaim_temp_uploads(store: &Store, ignored: &[snapstore::IgnoredObject]) {
+    for o in ignored {
+        if o.path
+            .strip_prefix("v2/")
+            .is_some_and(|n| n.starts_with(UPLOAD_TEMP_PREFIX))
+        {
+            tracing::info!(object = %o.path, "removing a temporary upload left by an earlier run");
+            if let Err(e) = store.delete(&o.path).await {
+                tracing::warn!(object = %o.path, error = %e, "could not remove a stale temporary upload");
+            }
+        }
+    }
+    // The local store stages multipart uploads as `<object>#<n>` files that its listing hides.
+    if let Some(snapstore::Backend::Local { root }) = store.config().map(|c| &c.backend) {
+        let mut dir = root.clone();
+        if !store.prefix().is_empty() {
+            dir.push(store.prefix());
+        }
+        dir.push("v2");
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                if n.starts_with(UPLOAD_TEMP_PREFIX) && n.contains('#') {
+                    tracing::info!(path = %e.path().display(), "removing a staged upload left by an earlier run");
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// Removes work directories of earlier runs whose process is gone (`<prefix><pid>-*`).
+fn reclaim_work_dirs(temp_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name();
+        let Some(pid) = n
+            .to_str()
+            .and_then(|n| n.strip_prefix(WORK_DIR_PREFIX))
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            tracing::info!(path = %e.path().display(), "removing a work directory left by an earlier run");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn sha256_file(path: &Path, len: u64) -> Result<[u8; 32], CompactError> {

@@ -150,10 +150,9 @@ impl Staging {
     /// earlier runs for the same target.
     pub fn begin(target: &Path, force: bool) -> Result<Self, DataDirError> {
         let (parent, name) = split(target)?;
-        if !force && !is_missing_or_empty(target)? {
-            return Err(DataDirError::NotEmpty(target.to_path_buf()));
-        }
         fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+        // Reclaim first, also when we then refuse: a run killed after its swap leaves the old
+        // directory in a staging path next to a complete target.
         let prefix = format!(".{name}{STAGING_MARK}");
         for entry in fs::read_dir(&parent).map_err(io_err(&parent))? {
             let entry = entry.map_err(io_err(&parent))?;
@@ -162,6 +161,9 @@ impl Staging {
                 tracing::info!(path = %p.display(), "removing a staging directory left by an earlier run");
                 fs::remove_dir_all(&p).map_err(io_err(&p))?;
             }
+        }
+        if !force && !is_missing_or_empty(target)? {
+            return Err(DataDirError::NotEmpty(target.to_path_buf()));
         }
         let dir = parent.join(format!("{prefix}{}", std::process::id()));
         create_dir(&dir)?;

@@ -126,6 +126,9 @@ impl Store {
                 b = b
                     .with_bucket_name(&s3.bucket)
                     .with_retry(retry_config())
+                    // Create-only copies (compact's final step) through a one-part multipart
+                    // upload completed with If-None-Match, which AWS S3 honours.
+                    .with_copy_if_not_exists(object_store::aws::S3CopyIfNotExists::Multipart)
                     .with_virtual_hosted_style_request(s3.virtual_hosted_style)
                     .with_allow_http(s3.allow_http);
                 if let Some(e) = &s3.endpoint {
@@ -225,6 +228,11 @@ impl Store {
 
     pub fn describe(&self) -> &str {
         &self.describe
+    }
+
+    /// The prefix below the store root that holds `v1/` and `v2/` (no leading/trailing `/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub fn config(&self) -> Option<&StoreConfig> {
@@ -339,6 +347,52 @@ impl Store {
                 ..
             }) => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes an object (compact's own temporary uploads only; backups are never deleted).
+    pub async fn delete(&self, relative: &str) -> Result<(), StoreError> {
+        let path = self.object_path(relative)?;
+        match self.inner.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StoreError::Object {
+                object: relative.to_string(),
+                op: "delete",
+                source,
+            }),
+        }
+    }
+
+    /// Copies `from` to `to` only if `to` does not exist yet, as one server-side operation
+    /// where the store supports it (local files: hard link; Azure, GCS: conditional copy;
+    /// S3: a conditional one-part multipart upload). Elsewhere it falls back to a check
+    /// followed by a plain copy, and says so in the log.
+    pub async fn copy_create(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let (src, dst) = (self.object_path(from)?, self.object_path(to)?);
+        let failed = |source| StoreError::Object {
+            object: to.to_string(),
+            op: "copy",
+            source,
+        };
+        match self.inner.copy_if_not_exists(&src, &dst).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(StoreError::AlreadyExists {
+                object: to.to_string(),
+            }),
+            Err(object_store::Error::NotSupported { .. })
+            | Err(object_store::Error::NotImplemented { .. }) => {
+                tracing::warn!(
+                    object = to,
+                    "the store has no create-only copy; checking for the object first"
+                );
+                if self.exists(to).await? {
+                    return Err(StoreError::AlreadyExists {
+                        object: to.to_string(),
+                    });
+                }
+                self.inner.copy(&src, &dst).await.map_err(failed)
+            }
+            Err(source) => Err(failed(source)),
         }
     }
 

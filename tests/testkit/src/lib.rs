@@ -11,6 +11,7 @@
 pub mod deps;
 pub mod error;
 pub mod etcd;
+pub mod faultproxy;
 pub mod gooracle;
 pub mod kv;
 pub mod objstore;
@@ -19,6 +20,7 @@ pub mod pids;
 pub mod ports;
 pub mod process;
 pub mod pushgateway;
+pub mod tree;
 
 // base64, serde_json and tempfile are re-exported so integration tests need no
 // dev-dependencies of their own.
@@ -32,3 +34,4 @@ pub use ports::free_port;
 pub use process::ManagedProcess;
 pub use serde_json;
 pub use tempfile;
+pub use tree::Rng;

@@ -207,6 +207,35 @@ impl MotoServer {
             .map(|_| ())
     }
 
+    /// An object's bytes (moto serves unsigned requests).
+    pub fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
+        self.request("GET", &format!("/{bucket}/{}", encode_path(key)), b"")
+    }
+
+    /// Every key below `prefix` (one ListObjectsV2 page of up to 1000 keys is plenty here).
+    pub fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let body = self.request(
+            "GET",
+            &format!("/{bucket}?list-type=2&prefix={}", encode_path(prefix)),
+            b"",
+        )?;
+        let text = String::from_utf8_lossy(&body);
+        let mut keys = Vec::new();
+        for part in text.split("<Key>").skip(1) {
+            if let Some((k, _)) = part.split_once("</Key>") {
+                keys.push(
+                    k.replace("&amp;", "&")
+                        .replace("&lt;", "<")
+                        .replace("&gt;", ">")
+                        .replace("&quot;", "\"")
+                        .replace("&apos;", "'"),
+                );
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     /// Uploads every file below `dir` as `<prefix>/<relative path>`; returns the count.
     pub fn upload_dir(&self, bucket: &str, prefix: &str, dir: &Path) -> Result<usize> {
         let files = walk(dir)?;

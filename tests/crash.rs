@@ -1,0 +1,392 @@
+//! Crash safety: the real binary is SIGKILLed at seeded random moments during `restore` and
+//! `compact`, then the outcome is checked.
+//!
+//! * restore: the target is untouched (missing, or byte-identical to the old directory with
+//!   `--force`) or complete (byte-identical to an un-killed run, which real etcd 3.5.1 starts
+//!   on and which matches the oracle); the re-run succeeds and leaves no staging directory.
+//! * compact: every new `Full-` object the listing would see is byte-identical to an un-killed
+//!   run's; nothing else but compact's temporary uploads appears; `ls` still plans; the re-run
+//!   succeeds and removes temporary uploads and work directories; a sample is restored and
+//!   checked against the oracle with real etcd.
+//!
+//! `ETCD_RESTORE_CRASH_TRIALS` (default 16, split between the two commands) and
+//! `ETCD_RESTORE_CRASH_SEED` select the trials; docs/reliability.md has the long-run numbers.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::tree::{copy_dir, digest, entries_with_prefix, env_count, file_sha256};
+use testkit::{EtcdBins, EtcdConfig, EtcdProcess, Fixture, Rng, tempfile};
+
+const VERSION: &str = "3.5.1";
+const SCENARIO: &str = "basic";
+/// An earlier revision of the same store: the "old" data directory that --force replaces.
+const OLD_REVISION_BACK: i64 = 500;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_etcd-restore")
+}
+
+fn trials() -> u64 {
+    env_count("ETCD_RESTORE_CRASH_TRIALS", 16).max(2)
+}
+
+fn seed() -> u64 {
+    env_count("ETCD_RESTORE_CRASH_SEED", 0x5eed_c4a5)
+}
+
+fn restore_cmd(store: &Path, target: &Path, extra: &[String]) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("restore")
+        .arg("--store")
+        .arg(store)
+        .arg("--data-dir")
+        .arg(target)
+        .arg("--keep-unknown-leases")
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn compact_cmd(store: &Path, temp: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("compact")
+        .arg("--store")
+        .arg(store)
+        .arg("--snapstore-temp-directory")
+        .arg(temp)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `cmd`, SIGKILLs it after `delay` unless it ended before. Returns whether it finished
+/// on its own (and its output then).
+fn run_and_kill(mut cmd: Command, delay: Duration) -> (bool, Option<Output>) {
+    let mut child = cmd.spawn().expect("spawn etcd-restore");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            return (true, Some(out));
+        }
+        if start.elapsed() >= delay {
+            // std's kill() sends SIGKILL.
+            let _ = child.kill();
+            let _ = child.wait();
+            return (false, None);
+        }
+        std::thread::sleep(Duration::from_millis(1).min(delay.saturating_sub(start.elapsed())));
+    }
+}
+
+fn time_it(mut cmd: Command) -> (Duration, Output) {
+    let t = Instant::now();
+    let out = cmd.output().expect("run etcd-restore");
+    (t.elapsed(), out)
+}
+
+fn delay(rng: &mut Rng, full: Duration) -> Duration {
+    // Spread over the whole run, a little past its end so that "finished" is sampled too.
+    let span = full.as_micros() as u64 * 11 / 10;
+    Duration::from_micros(rng.below(span.max(1)))
+}
+
+/// Starts real etcd on a data directory and compares it with the oracle at `revision`.
+fn check_with_etcd(dir: &Path, fixture: &Fixture, revision: i64) -> bool {
+    let Some(bins) = EtcdBins::get(VERSION) else {
+        return false;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("d.etcd");
+    copy_dir(dir, &copy).unwrap();
+    let mut etcd = EtcdProcess::start(&bins, EtcdConfig::new(&copy)).expect("etcd starts");
+    fixture.oracle.assert_matches(&etcd, revision);
+    etcd.stop().unwrap();
+    true
+}
+
+fn validate(dir: &Path) {
+    let out = Command::new(bin())
+        .args(["validate", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    ok(&out, "validate");
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    trials: u64,
+    killed: u64,
+    finished_before_kill: u64,
+    untouched: u64,
+    complete: u64,
+    leftovers_after_kill: u64,
+    etcd_checked: u64,
+}
+
+#[test]
+fn restore_killed_at_random_points_leaves_old_or_complete_data() {
+    let Ok(fixture) = Fixture::load(VERSION, SCENARIO) else {
+        panic!("fixture {VERSION}/{SCENARIO} missing");
+    };
+    let store = fixture.store();
+    let tmp = tempfile::tempdir().unwrap();
+    let final_rev = fixture.oracle.final_revision;
+    let old_rev = final_rev - OLD_REVISION_BACK;
+
+    // References: an un-killed restore (timed) and an older data directory for --force.
+    let reference = tmp.path().join("reference.etcd");
+    let (t_full, out) = time_it(restore_cmd(&store, &reference, &[]));
+    ok(&out, "reference restore");
+    let want = digest(&reference).unwrap();
+    let again = tmp.path().join("again.etcd");
+    ok(
+        &restore_cmd(&store, &again, &[]).output().unwrap(),
+        "restore",
+    );
+    assert_eq!(
+        digest(&again).unwrap(),
+        want,
+        "restore must be deterministic for this harness to compare trees"
+    );
+    let old = tmp.path().join("old.etcd");
+    ok(
+        &restore_cmd(&store, &old, &["--to-revision".into(), old_rev.to_string()])
+            .output()
+            .unwrap(),
+        "old restore",
+    );
+    let old_digest = digest(&old).unwrap();
+    assert_ne!(old_digest, want);
+    validate(&reference);
+    let mut tally = Tally::default();
+    if check_with_etcd(&reference, &fixture, final_rev) {
+        tally.etcd_checked += 1;
+    }
+
+    let n = trials().div_ceil(2);
+    let mut rng = Rng::new(seed());
+    for i in 0..n {
+        let trial = tempfile::tempdir_in(tmp.path()).unwrap();
+        let target = trial.path().join("data.etcd");
+        let force = i % 2 == 1;
+        let mut extra = Vec::new();
+        if force {
+            copy_dir(&old, &target).unwrap();
+            extra.push("--force".to_string());
+        }
+        let d = delay(&mut rng, t_full);
+        let (finished, out) = run_and_kill(restore_cmd(&store, &target, &extra), d);
+        tally.trials += 1;
+        if finished {
+            tally.finished_before_kill += 1;
+            ok(out.as_ref().unwrap(), "restore");
+        } else {
+            tally.killed += 1;
+        }
+        let got = digest(&target).unwrap();
+        let untouched = if force {
+            got == old_digest
+        } else {
+            // Missing, or the empty directory std's create_dir_all never made: untouched.
+            got.as_ref().is_none_or(|m| m.is_empty())
+        };
+        if got == want {
+            tally.complete += 1;
+            if tally.complete <= 2 && check_with_etcd(&target, &fixture, final_rev) {
+                tally.etcd_checked += 1;
+            }
+        } else if untouched {
+            assert!(!finished, "trial {i}: finished but target not restored");
+            tally.untouched += 1;
+        } else {
+            panic!(
+                "trial {i} (force={force}, killed after {d:?}): target is neither untouched nor complete: {:?}",
+                got.map(|m| m.keys().cloned().collect::<Vec<_>>())
+            );
+        }
+        let staging = entries_with_prefix(trial.path(), ".data.etcd.etcd-restore-");
+        if !staging.is_empty() {
+            tally.leftovers_after_kill += 1;
+        }
+        // The next run (with --force when the target holds data) succeeds, reclaims leftovers
+        // and produces the complete directory.
+        let rerun_extra = if got.as_ref().is_some_and(|m| !m.is_empty()) {
+            vec!["--force".to_string()]
+        } else {
+            vec![]
+        };
+        ok(
+            &restore_cmd(&store, &target, &rerun_extra).output().unwrap(),
+            "re-run",
+        );
+        assert_eq!(digest(&target).unwrap(), want, "trial {i}: re-run result");
+        assert_eq!(
+            entries_with_prefix(trial.path(), ".data.etcd.etcd-restore-"),
+            Vec::<PathBuf>::new(),
+            "trial {i}: staging leftovers after the re-run"
+        );
+    }
+    println!(
+        "crash restore: seed {:#x}, run {:?}; {tally:?}; wrong 0",
+        seed(),
+        t_full
+    );
+    assert_eq!(
+        tally.untouched + tally.complete,
+        tally.trials,
+        "every trial is untouched or complete"
+    );
+}
+
+/// Snapshot names below `v2/` of a store directory (all files, hidden ones included).
+fn v2_files(store: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(store.join("v2"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ls_base(store: &Path) -> String {
+    let out = Command::new(bin())
+        .args(["ls", "--json", "--store"])
+        .arg(store)
+        .output()
+        .unwrap();
+    ok(&out, "ls");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let base = v["plan"]["base"]["path"]
+        .as_str()
+        .or_else(|| v["plan"]["base"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(!base.is_empty(), "ls names a base: {v}");
+    base
+}
+
+#[test]
+fn compact_killed_at_random_points_never_publishes_a_partial_snapshot() {
+    let Ok(fixture) = Fixture::load(VERSION, SCENARIO) else {
+        panic!("fixture {VERSION}/{SCENARIO} missing");
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let final_rev = fixture.oracle.final_revision;
+    let original = v2_files(&fixture.store());
+
+    // Reference: an un-killed compaction of a copy of the store (timed); its object's bytes.
+    let ref_store = tmp.path().join("ref-store");
+    copy_dir(&fixture.store(), &ref_store).unwrap();
+    let ref_temp = tmp.path().join("ref-temp");
+    std::fs::create_dir(&ref_temp).unwrap();
+    let (t_full, out) = time_it(compact_cmd(&ref_store, &ref_temp));
+    ok(&out, "reference compact");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let object = report["object"].as_str().unwrap().to_string();
+    let want_sha = file_sha256(&ref_store.join(&object)).unwrap();
+
+    let n = trials() / 2;
+    let mut rng = Rng::new(seed() ^ 0xc0c0);
+    let mut tally = Tally::default();
+    for i in 0..n {
+        let trial = tempfile::tempdir_in(tmp.path()).unwrap();
+        let store = trial.path().join("store");
+        copy_dir(&fixture.store(), &store).unwrap();
+        let temp = trial.path().join("temp");
+        std::fs::create_dir(&temp).unwrap();
+        let d = delay(&mut rng, t_full);
+        let (finished, out) = run_and_kill(compact_cmd(&store, &temp), d);
+        tally.trials += 1;
+        if finished {
+            tally.finished_before_kill += 1;
+            ok(out.as_ref().unwrap(), "compact");
+        } else {
+            tally.killed += 1;
+        }
+        let check_new = |when: &str| -> (u64, u64) {
+            let (mut fulls, mut temps) = (0, 0);
+            for f in v2_files(&store).difference(&original) {
+                if f.starts_with("Full-") {
+                    let sha = file_sha256(&store.join("v2").join(f)).unwrap();
+                    assert_eq!(
+                        sha, want_sha,
+                        "trial {i} {when}: new object {f} differs from an un-killed run's"
+                    );
+                    fulls += 1;
+                } else {
+                    assert!(
+                        f.starts_with(".etcd-restore-upload-"),
+                        "trial {i} {when}: unexpected object {f}"
+                    );
+                    temps += 1;
+                }
+            }
+            (fulls, temps)
+        };
+        let (fulls, temps) = check_new("after the kill");
+        if fulls > 0 {
+            tally.complete += 1;
+        } else {
+            tally.untouched += 1;
+        }
+        let work = entries_with_prefix(&temp, ".etcd-restore-compact-");
+        if temps > 0 || !work.is_empty() {
+            tally.leftovers_after_kill += 1;
+        }
+        // Whatever is there, the listing plans (and would pick only complete objects).
+        let base = ls_base(&store);
+        assert!(
+            original.contains(base.trim_start_matches("v2/")) || base.contains("Full-"),
+            "{base}"
+        );
+        // The re-run succeeds (a second snapshot when the first landed in another second, or
+        // "exists" when it landed in the same one) and leaves no temporaries behind.
+        let out = compact_cmd(&store, &temp).output().unwrap();
+        let code = out.status.code();
+        assert!(
+            code == Some(0) || (code == Some(3) && fulls > 0),
+            "trial {i}: re-run exit {code:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (fulls_after, temps_after) = check_new("after the re-run");
+        assert!(fulls_after >= 1);
+        assert_eq!(temps_after, 0, "trial {i}: temporary uploads not reclaimed");
+        assert_eq!(
+            entries_with_prefix(&temp, ".etcd-restore-compact-"),
+            Vec::<PathBuf>::new(),
+            "trial {i}: work directories not reclaimed"
+        );
+        if i == 0 {
+            // A restore from the compacted store runs on real etcd and matches the oracle.
+            let dir = trial.path().join("r.etcd");
+            ok(
+                &restore_cmd(&store, &dir, &[]).output().unwrap(),
+                "restore from compacted store",
+            );
+            if check_with_etcd(&dir, &fixture, final_rev) {
+                tally.etcd_checked += 1;
+            }
+        }
+    }
+    println!(
+        "crash compact: seed {:#x}, run {:?}; {tally:?}; wrong 0",
+        seed() ^ 0xc0c0,
+        t_full
+    );
+}

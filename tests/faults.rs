@@ -1,0 +1,396 @@
+//! Faults under the real binary.
+//!
+//! * File writes that fail part-way: the child runs with `RLIMIT_FSIZE` (and SIGXFSZ ignored),
+//!   so a write crossing the limit is cut short and the next one fails with EFBIG — the same
+//!   shape as a disk filling up. restore and compact must end with a clean error (exit 1, an
+//!   `error:` line, no panic), leave the target untouched and no half output or leftovers.
+//!   ENOSPC, EIO, short writes and failed fsync inside the engines are injected through their
+//!   IO traits in `bbolt/tests/faults.rs` and `wal/tests/writer.rs`.
+//! * Object-store faults: a proxy in front of moto ([`testkit::faultproxy`]) answers 20 % of
+//!   requests with 500, 503 SlowDown, a reset connection or a truncated body. Each run either
+//!   succeeds with exactly the fault-free result or fails cleanly with nothing published.
+//!
+//! `ETCD_RESTORE_FAULT_RUNS` (default 3 per command) sets the object-store runs.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use testkit::faultproxy::{FaultPlan, FaultProxy, FaultStats};
+use testkit::objstore::{MOTO_ACCESS_KEY, MotoServer};
+use testkit::tree::{copy_dir, digest, entries_with_prefix, env_count, file_sha256};
+use testkit::{EtcdBins, EtcdConfig, EtcdProcess, Fixture, tempfile};
+
+const VERSION: &str = "3.5.1";
+const SCENARIO: &str = "basic";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_etcd-restore")
+}
+
+/// Runs `cmd` with files limited to `limit` bytes.
+fn with_fsize_limit(cmd: &mut Command, limit: u64) {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A clean failure: exit code 1 (not a signal, not Rust's 101), one `error:` line, no panic.
+fn assert_clean_failure(out: &Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+    assert!(stderr.contains("error: "), "{what}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+}
+
+fn restore_cmd(store: &str, target: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("restore")
+        .arg("--store")
+        .arg(store)
+        .arg("--data-dir")
+        .arg(target)
+        .arg("--keep-unknown-leases");
+    c
+}
+
+#[test]
+fn restore_with_writes_failing_part_way_fails_cleanly_and_leaves_nothing() {
+    let fixture = Fixture::load(VERSION, SCENARIO).unwrap();
+    let store = fixture.store().display().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = tmp.path().join("ref.etcd");
+    let out = restore_cmd(&store, &reference).output().unwrap();
+    assert!(out.status.success());
+    let db_len = std::fs::metadata(reference.join("member/snap/db"))
+        .unwrap()
+        .len();
+    // Limits from "the first page" to "just short of the whole database", plus the WAL's
+    // preallocated 64 MB segment (a limit above the db fails in the WAL writer).
+    let mut limits = vec![4096, 64 << 10, db_len / 3, db_len - 1, db_len + 4096];
+    limits.sort();
+    let mut failures = 0;
+    for limit in limits {
+        let trial = tempfile::tempdir_in(tmp.path()).unwrap();
+        let target = trial.path().join("d.etcd");
+        let mut cmd = restore_cmd(&store, &target);
+        with_fsize_limit(&mut cmd, limit);
+        let out = cmd.output().unwrap();
+        if out.status.success() {
+            // Only possible when nothing needed a larger file; the result must then be right.
+            assert_eq!(digest(&target).unwrap(), digest(&reference).unwrap());
+            continue;
+        }
+        failures += 1;
+        assert_clean_failure(&out, &format!("restore with files ≤ {limit} bytes"));
+        assert!(!target.exists(), "limit {limit}: target was created");
+        assert_eq!(
+            std::fs::read_dir(trial.path()).unwrap().count(),
+            0,
+            "limit {limit}: leftovers {:?}",
+            entries_with_prefix(trial.path(), "")
+        );
+    }
+    assert!(failures >= 4, "the limits must make restore fail");
+}
+
+#[test]
+fn compact_with_writes_failing_part_way_fails_cleanly_and_publishes_nothing() {
+    let fixture = Fixture::load(VERSION, SCENARIO).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let original: Vec<_> = std::fs::read_dir(fixture.store().join("v2"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut failures = 0;
+    for limit in [4096u64, 256 << 10, 2 << 20, 6 << 20] {
+        let trial = tempfile::tempdir_in(tmp.path()).unwrap();
+        let store = trial.path().join("store");
+        copy_dir(&fixture.store(), &store).unwrap();
+        let temp = trial.path().join("temp");
+        std::fs::create_dir(&temp).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("compact")
+            .arg("--store")
+            .arg(&store)
+            .arg("--snapstore-temp-directory")
+            .arg(&temp);
+        with_fsize_limit(&mut cmd, limit);
+        let out = cmd.output().unwrap();
+        let now: Vec<_> = std::fs::read_dir(store.join("v2"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        if out.status.success() {
+            continue;
+        }
+        failures += 1;
+        assert_clean_failure(&out, &format!("compact with files ≤ {limit} bytes"));
+        let mut added: Vec<_> = now.iter().filter(|n| !original.contains(n)).collect();
+        added.sort();
+        assert!(added.is_empty(), "limit {limit}: new objects {added:?}");
+        assert_eq!(
+            std::fs::read_dir(&temp).unwrap().count(),
+            0,
+            "limit {limit}: work files left"
+        );
+    }
+    assert!(failures >= 3, "the limits must make compact fail");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Object-store faults
+
+struct S3Env {
+    _creds_dir: tempfile::TempDir,
+    creds: PathBuf,
+}
+
+impl S3Env {
+    fn new() -> S3Env {
+        let d = tempfile::tempdir().unwrap();
+        let creds = d.path().join("aws.json");
+        std::fs::write(
+            &creds,
+            format!(
+                r#"{{"accessKeyID":"{MOTO_ACCESS_KEY}","secretAccessKey":"x","region":"us-east-1"}}"#
+            ),
+        )
+        .unwrap();
+        S3Env {
+            _creds_dir: d,
+            creds,
+        }
+    }
+
+    fn cmd(&self, endpoint: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .arg("--store-endpoint-override")
+            .arg(endpoint)
+            .env("AWS_APPLICATION_CREDENTIALS_JSON", &self.creds)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY");
+        c
+    }
+}
+
+fn runs() -> u64 {
+    env_count("ETCD_RESTORE_FAULT_RUNS", 3).max(1)
+}
+
+#[derive(Debug, Default)]
+struct Outcomes {
+    runs: u64,
+    succeeded: u64,
+    failed_cleanly: u64,
+    stats: FaultStats,
+}
+
+impl Outcomes {
+    fn add(&mut self, s: &FaultStats) {
+        let t = &mut self.stats;
+        t.requests += s.requests;
+        t.forwarded += s.forwarded;
+        t.server_errors += s.server_errors;
+        t.throttled += s.throttled;
+        t.resets += s.resets;
+        t.truncated += s.truncated;
+    }
+}
+
+#[test]
+fn object_store_faults_give_the_right_result_or_a_clean_failure() {
+    let Some(moto) = MotoServer::start().unwrap() else {
+        return;
+    };
+    let fixture = Fixture::load(VERSION, SCENARIO).unwrap();
+    moto.create_bucket("b").unwrap();
+    moto.upload_dir("b", "base", &fixture.store()).unwrap();
+    let env = S3Env::new();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Fault-free references, straight to moto.
+    let reference = tmp.path().join("ref.etcd");
+    let out = env
+        .cmd(
+            &moto.endpoint(),
+            &["restore", "--store", "s3://b/base", "--keep-unknown-leases"],
+        )
+        .arg("--data-dir")
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = digest(&reference).unwrap();
+    let local = tmp.path().join("local.etcd");
+    assert!(
+        restore_cmd(&fixture.store().display().to_string(), &local)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert_eq!(digest(&local).unwrap(), want, "S3 and local restores agree");
+    // Compact reference: the object bytes of a fault-free compaction of a local copy.
+    let ref_store = tmp.path().join("ref-store");
+    copy_dir(&fixture.store(), &ref_store).unwrap();
+    let out = Command::new(bin())
+        .args(["compact", "--json", "--store"])
+        .arg(&ref_store)
+        .arg("--snapstore-temp-directory")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want_object = file_sha256(&ref_store.join(v["object"].as_str().unwrap())).unwrap();
+
+    let mut restore = Outcomes::default();
+    let mut compact = Outcomes::default();
+    let mut etcd_checked = false;
+    for run in 0..runs() {
+        // restore through the proxy
+        let proxy = FaultProxy::start(
+            moto.port(),
+            FaultPlan {
+                rate: 0.2,
+                seed: 1000 + run,
+                ..FaultPlan::default()
+            },
+        )
+        .unwrap();
+        let target = tmp.path().join(format!("r{run}.etcd"));
+        let out = env
+            .cmd(
+                &proxy.endpoint(),
+                &[
+                    "restore",
+                    "--store",
+                    "s3://b/base",
+                    "--keep-unknown-leases",
+                    "--max-fetchers",
+                    "2",
+                ],
+            )
+            .arg("--data-dir")
+            .arg(&target)
+            .output()
+            .unwrap();
+        restore.runs += 1;
+        restore.add(&proxy.stats());
+        if out.status.success() {
+            restore.succeeded += 1;
+            assert_eq!(digest(&target).unwrap(), want, "run {run}: wrong result");
+            if !etcd_checked {
+                etcd_checked = true;
+                if let Some(bins) = EtcdBins::get(VERSION) {
+                    let mut etcd = EtcdProcess::start(&bins, EtcdConfig::new(&target)).unwrap();
+                    fixture
+                        .oracle
+                        .assert_matches(&etcd, fixture.oracle.final_revision);
+                    etcd.stop().unwrap();
+                }
+            }
+        } else {
+            restore.failed_cleanly += 1;
+            assert_clean_failure(&out, &format!("restore run {run}"));
+            assert!(!target.exists(), "run {run}: half a data directory");
+        }
+        assert_eq!(
+            entries_with_prefix(tmp.path(), &format!(".r{run}.etcd.")),
+            Vec::<PathBuf>::new()
+        );
+        drop(proxy);
+
+        // compact through the proxy, each run on its own copy of the store
+        let prefix = format!("c{run}");
+        moto.upload_dir("b", &prefix, &fixture.store()).unwrap();
+        let before = moto.list_keys("b", &format!("{prefix}/")).unwrap();
+        let proxy = FaultProxy::start(
+            moto.port(),
+            FaultPlan {
+                rate: 0.2,
+                seed: 2000 + run,
+                ..FaultPlan::default()
+            },
+        )
+        .unwrap();
+        let work = tmp.path().join(format!("w{run}"));
+        std::fs::create_dir(&work).unwrap();
+        let url = format!("s3://b/{prefix}");
+        let out = env
+            .cmd(&proxy.endpoint(), &["compact", "--store", &url])
+            .arg("--snapstore-temp-directory")
+            .arg(&work)
+            .output()
+            .unwrap();
+        compact.runs += 1;
+        compact.add(&proxy.stats());
+        drop(proxy);
+        let after = moto.list_keys("b", &format!("{prefix}/")).unwrap();
+        let added: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
+        let fulls: Vec<&&String> = added.iter().filter(|k| k.contains("/Full-")).collect();
+        // Any new snapshot, whatever the outcome, is exactly the fault-free one.
+        for k in &fulls {
+            let bytes = moto.get_object("b", k).unwrap();
+            assert_eq!(
+                <[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                want_object,
+                "run {run}: {k} differs from a fault-free compaction"
+            );
+        }
+        if out.status.success() {
+            compact.succeeded += 1;
+            assert_eq!(fulls.len(), 1, "run {run}: {added:?}");
+        } else {
+            compact.failed_cleanly += 1;
+            let code = out.status.code();
+            assert!(
+                matches!(code, Some(1) | Some(4)),
+                "run {run}: exit {code:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+        }
+        assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
+        // A fault-free re-run reclaims any temporary upload the faults left behind.
+        let out = env
+            .cmd(&moto.endpoint(), &["compact", "--store", &url])
+            .arg("--snapstore-temp-directory")
+            .arg(&work)
+            .output()
+            .unwrap();
+        let code = out.status.code();
+        assert!(
+            code == Some(0) || (code == Some(3) && !fulls.is_empty()),
+            "run {run}: re-run exit {code:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let final_keys = moto.list_keys("b", &format!("{prefix}/")).unwrap();
+        assert!(
+            !final_keys
+                .iter()
+                .any(|k| k.contains(".etcd-restore-upload-")),
+            "run {run}: temporary uploads left: {final_keys:?}"
+        );
+    }
+    println!("object-store faults, rate 20 %: restore {restore:?}; compact {compact:?}; wrong 0");
+    assert!(restore.stats.faults() > 0 && compact.stats.faults() > 0);
+    moto.stop().unwrap();
+}
