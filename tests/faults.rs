@@ -216,8 +216,8 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
         return;
     };
     let fixture = Fixture::load(VERSION, SCENARIO).unwrap();
-    moto.create_bucket("b").unwrap();
-    moto.upload_dir("b", "base", &fixture.store()).unwrap();
+    moto.create_bucket("bkt").unwrap();
+    moto.upload_dir("bkt", "base", &fixture.store()).unwrap();
     let env = S3Env::new();
     let tmp = tempfile::tempdir().unwrap();
 
@@ -226,7 +226,12 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
     let out = env
         .cmd(
             &moto.endpoint(),
-            &["restore", "--store", "s3://b/base", "--keep-unknown-leases"],
+            &[
+                "restore",
+                "--store",
+                "s3://bkt/base",
+                "--keep-unknown-leases",
+            ],
         )
         .arg("--data-dir")
         .arg(&reference)
@@ -282,7 +287,7 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
                 &[
                     "restore",
                     "--store",
-                    "s3://b/base",
+                    "s3://bkt/base",
                     "--keep-unknown-leases",
                     "--max-fetchers",
                     "2",
@@ -320,8 +325,8 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
 
         // compact through the proxy, each run on its own copy of the store
         let prefix = format!("c{run}");
-        moto.upload_dir("b", &prefix, &fixture.store()).unwrap();
-        let before = moto.list_keys("b", &format!("{prefix}/")).unwrap();
+        moto.upload_dir("bkt", &prefix, &fixture.store()).unwrap();
+        let before = moto.list_keys("bkt", &format!("{prefix}/")).unwrap();
         let proxy = FaultProxy::start(
             moto.port(),
             FaultPlan {
@@ -333,7 +338,7 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
         .unwrap();
         let work = tmp.path().join(format!("w{run}"));
         std::fs::create_dir(&work).unwrap();
-        let url = format!("s3://b/{prefix}");
+        let url = format!("s3://bkt/{prefix}");
         let out = env
             .cmd(&proxy.endpoint(), &["compact", "--store", &url])
             .arg("--snapstore-temp-directory")
@@ -343,12 +348,12 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
         compact.runs += 1;
         compact.add(&proxy.stats());
         drop(proxy);
-        let after = moto.list_keys("b", &format!("{prefix}/")).unwrap();
+        let after = moto.list_keys("bkt", &format!("{prefix}/")).unwrap();
         let added: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
         let fulls: Vec<&&String> = added.iter().filter(|k| k.contains("/Full-")).collect();
         // Any new snapshot, whatever the outcome, is exactly the fault-free one.
         for k in &fulls {
-            let bytes = moto.get_object("b", k).unwrap();
+            let bytes = moto.get_object("bkt", k).unwrap();
             assert_eq!(
                 <[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
                 want_object,
@@ -382,7 +387,7 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
             "run {run}: re-run exit {code:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let final_keys = moto.list_keys("b", &format!("{prefix}/")).unwrap();
+        let final_keys = moto.list_keys("bkt", &format!("{prefix}/")).unwrap();
         assert!(
             !final_keys
                 .iter()

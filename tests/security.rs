@@ -81,9 +81,9 @@ fn hostile_object_names_never_escape_into_the_filesystem() {
         return;
     };
     let fixture = Fixture::load(VERSION, SCENARIO).unwrap();
-    moto.create_bucket("b").unwrap();
-    moto.upload_dir("b", "clean", &fixture.store()).unwrap();
-    moto.upload_dir("b", "hostile", &fixture.store()).unwrap();
+    moto.create_bucket("bkt").unwrap();
+    moto.upload_dir("bkt", "clean", &fixture.store()).unwrap();
+    moto.upload_dir("bkt", "hostile", &fixture.store()).unwrap();
     let tag = format!("escaped{}", std::process::id());
     let full = "Full-00000000-00000001-1700000000";
     let long = "x".repeat(900);
@@ -103,15 +103,31 @@ fn hostile_object_names_never_escape_into_the_filesystem() {
         format!("hostile/v2/{long}{tag}"),
         format!("/hostile/v2/{tag}"),
     ];
+    // "hostile" gets every name; "soft" only those that are valid object_store paths (no `.`,
+    // `..` or empty segment, no NUL), which the listing therefore classifies instead of
+    // refusing.
+    moto.upload_dir("bkt", "soft", &fixture.store()).unwrap();
     let mut stored = 0;
+    let mut soft_stored = 0;
     for k in &hostile {
         // moto may refuse some names; the ones it keeps are the test.
-        if moto.put_object("b", k, b"payload").is_ok() {
+        if moto.put_object("bkt", k, b"payload").is_ok() {
             stored += 1;
+        }
+        let dotted =
+            k.contains('\0') || k.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+        if !dotted
+            && moto
+                .put_object("bkt", &k.replacen("hostile/", "soft/", 1), b"payload")
+                .is_ok()
+        {
+            soft_stored += 1;
         }
     }
     assert!(stored >= 8, "moto kept only {stored} hostile names");
-    let keys = moto.list_keys("b", "hostile/").unwrap();
+    assert!(soft_stored >= 5, "moto kept only {soft_stored} soft names");
+    let keys = moto.list_keys("bkt", "hostile/").unwrap();
+    let soft_keys = moto.list_keys("bkt", "soft/").unwrap();
 
     let tmp = tempfile::tempdir().unwrap();
     let creds = creds_file(tmp.path());
@@ -126,7 +142,7 @@ fn hostile_object_names_never_escape_into_the_filesystem() {
         &[
             "restore",
             "--store",
-            "s3://b/clean",
+            "s3://bkt/clean",
             "--keep-unknown-leases",
         ],
     )
@@ -136,17 +152,34 @@ fn hostile_object_names_never_escape_into_the_filesystem() {
     .unwrap();
     assert!(clean_or_ok(&out, "clean restore"));
 
-    let target = tmp.path().join("h.etcd");
-    for args in [
-        vec!["ls", "--json", "--store", "s3://b/hostile"],
+    for (i, args) in [
+        vec!["ls", "--json", "--store", "s3://bkt/hostile"],
         vec![
             "restore",
             "--store",
-            "s3://b/hostile",
+            "s3://bkt/hostile",
             "--keep-unknown-leases",
         ],
-        vec!["compact", "--store", "s3://b/hostile"],
-    ] {
+        vec!["compact", "--store", "s3://bkt/hostile"],
+        vec!["ls", "--json", "--store", "s3://bkt/soft"],
+        vec![
+            "restore",
+            "--store",
+            "s3://bkt/soft",
+            "--keep-unknown-leases",
+        ],
+        vec!["compact", "--store", "s3://bkt/soft"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let target = tmp.path().join(format!("h{i}.etcd"));
+        let url = args
+            .iter()
+            .copied()
+            .find(|a| a.starts_with("s3://"))
+            .unwrap_or_default();
+        let soft = url.ends_with("soft");
         let mut c = s3(&moto.endpoint(), &creds, &args);
         c.current_dir(&cwd)
             .arg("--snapstore-temp-directory")
@@ -156,6 +189,12 @@ fn hostile_object_names_never_escape_into_the_filesystem() {
         }
         let out = c.output().unwrap();
         let ok = clean_or_ok(&out, args[0]);
+        // Names that are valid paths are classified and ignored, never refused.
+        assert!(
+            ok || !soft,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if args[0] == "restore" && ok {
             assert_eq!(
                 digest(&target).unwrap(),
@@ -164,10 +203,10 @@ fn hostile_object_names_never_escape_into_the_filesystem() {
             );
         }
         println!(
-            "{} with {} hostile keys ({:?}): {}",
+            "{} {} ({} keys): {}",
             args[0],
-            stored,
-            keys.len(),
+            url,
+            if soft { soft_keys.len() } else { keys.len() },
             if ok {
                 "ok".to_string()
             } else {
@@ -250,8 +289,8 @@ fn secrets_never_appear_in_output_logs_or_errors() {
         return;
     };
     let fixture = Fixture::load(VERSION, SCENARIO).unwrap();
-    moto.create_bucket("b").unwrap();
-    moto.upload_dir("b", "p", &fixture.store()).unwrap();
+    moto.create_bucket("bkt").unwrap();
+    moto.upload_dir("bkt", "p", &fixture.store()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let creds = creds_file(tmp.path());
     let runs: Vec<(&str, Vec<String>, bool)> = vec![
@@ -261,7 +300,7 @@ fn secrets_never_appear_in_output_logs_or_errors() {
                 "ls".into(),
                 "-vvv".into(),
                 "--store".into(),
-                "s3://b/p".into(),
+                "s3://bkt/p".into(),
             ],
             true,
         ),
@@ -274,7 +313,7 @@ fn secrets_never_appear_in_output_logs_or_errors() {
                 "json".into(),
                 "--json".into(),
                 "--store".into(),
-                "s3://b/p".into(),
+                "s3://bkt/p".into(),
                 "--data-dir".into(),
                 tmp.path().join("r.etcd").display().to_string(),
             ],
@@ -300,7 +339,7 @@ fn secrets_never_appear_in_output_logs_or_errors() {
                 "--dry-run".into(),
                 "--json".into(),
                 "--store".into(),
-                "s3://b/p".into(),
+                "s3://bkt/p".into(),
                 "--snapstore-temp-directory".into(),
                 tmp.path().display().to_string(),
             ],

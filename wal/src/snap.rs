@@ -11,8 +11,10 @@ use crate::proto::{SnapFile, Snapshot, WalSnapshot};
 use crate::segment::parse_hex16;
 use crate::storage::Fs;
 
-/// Permission bits of a `.snap` file (etcd: 0666 before the usual 022 umask).
-pub const SNAP_FILE_MODE: u32 = 0o644;
+/// Permission bits of a `.snap` file. etcd asks for 0666 and lets the umask narrow it; we
+/// write 0600 like every other file of the data directory, so that a permissive umask never
+/// makes the membership snapshot world-writable (etcd only needs the owner to read it).
+pub const SNAP_FILE_MODE: u32 = 0o600;
 
 pub fn snap_name(term: u64, index: u64) -> String {
     format!("{term:016x}-{index:016x}.snap")

@@ -12,7 +12,7 @@
 //! answer is read whole and sent back with an exact `Content-Length`, so the client may keep
 //! its connection alive. Only headers are touched, never what a signature covers.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
