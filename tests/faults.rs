@@ -54,6 +54,14 @@ fn assert_clean_failure(out: &Output, what: &str) {
     assert!(!stderr.contains("panicked"), "{what}: {stderr}");
 }
 
+fn last_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn restore_cmd(store: &str, target: &Path) -> Command {
     let mut c = Command::new(bin());
     c.arg("restore")
@@ -315,6 +323,7 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
         } else {
             restore.failed_cleanly += 1;
             assert_clean_failure(&out, &format!("restore run {run}"));
+            println!("restore run {run}: {}", last_line(&out));
             assert!(!target.exists(), "run {run}: half a data directory");
         }
         assert_eq!(
@@ -365,6 +374,7 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
             assert_eq!(fulls.len(), 1, "run {run}: {added:?}");
         } else {
             compact.failed_cleanly += 1;
+            println!("compact run {run}: {}", last_line(&out));
             let code = out.status.code();
             assert!(
                 matches!(code, Some(1) | Some(4)),
