@@ -3,6 +3,7 @@
 //! See `docs/architecture.md` for the map of the code.
 
 pub mod backend;
+pub mod batch;
 pub mod compact;
 pub mod datadir;
 mod hex;

@@ -52,6 +52,9 @@ pub enum Targets {
     One(PathBuf),
     /// Every member of the initial cluster, `{name}` in the template replaced by its name.
     All { template: String },
+    /// Named members of the initial cluster, each into its own directory (a batch file's
+    /// member set). Every name must be in the initial cluster.
+    Each(Vec<(String, PathBuf)>),
 }
 
 #[derive(Clone, Debug)]
@@ -167,6 +170,20 @@ pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<RestoreRepo
                 )
             })
             .collect(),
+        Targets::Each(dirs) => {
+            if dirs.is_empty() {
+                return Err(RestoreError::Members("no member to restore".into()));
+            }
+            for (name, _) in dirs {
+                if cluster.member_by_name(name).is_none() {
+                    return Err(RestoreError::Members(format!(
+                        "member {name:?} is not in --initial-cluster {:?}",
+                        opts.members.initial_cluster
+                    )));
+                }
+            }
+            dirs.clone()
+        }
     };
     // Refuse before downloading anything when a target is in the way.
     let mut stagings = Vec::with_capacity(targets.len());

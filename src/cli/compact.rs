@@ -7,12 +7,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::metrics::{MetricsArgs, RunMetrics};
+use anyhow::Context as _;
+use etcd_restore::batch::{CompactSettings, Purpose, SharedReplay, compact_batch};
 use etcd_restore::compact::{
     CompactError, CompactOptions, CompactReport, DEFAULT_SORT_BUDGET, compact,
 };
 use etcd_restore::replay::ReplayOptions;
 use etcd_restore::snapstore::{Compression, FetchArgs, PlanOptions, Store, StoreArgs};
 
+use super::batch::BatchArgs;
 use super::restore::{EmbeddedEtcdArgs, MemberArgs};
 
 #[derive(clap::Args, Debug)]
@@ -28,8 +31,11 @@ pub struct CompactArgs {
     keep_history: bool,
 
     /// Compression of the new full snapshot (default: the last delta's, like etcdbrctl).
-    #[arg(long, value_name = "CODEC", value_parser = ["gzip", "zlib", "lzw", "zstd", "none"])]
+    #[arg(long, value_name = "CODEC", value_parser = ["gzip", "zlib", "lzw", "zstd", "none"], conflicts_with = "batch")]
     compression: Option<String>,
+
+    #[command(flatten)]
+    batch: BatchArgs,
 
     /// Build and check everything, upload nothing.
     #[arg(long)]
@@ -115,6 +121,25 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
     args.compat.notice();
     if args.data_dir.is_some() {
         eprintln!("notice: --data-dir is accepted for etcdbrctl compatibility and ignored");
+    }
+    if let Some(path) = &args.batch.batch {
+        let (batch, schedule) = match args.batch.load(path, Purpose::Compact, &args.store) {
+            Ok(b) => b,
+            Err(code) => return Ok(code),
+        };
+        let settings = CompactSettings {
+            replay: SharedReplay {
+                verify_hash: !args.fetch.skip_hash_check,
+                max_fetchers: args.fetch.max_fetchers as usize,
+                strip_leases: false,
+                keep_unknown_leases: true,
+            },
+            keep_history: args.keep_history,
+            dry_run: args.dry_run,
+            sort_budget: args.sort_budget,
+        };
+        let report = compact_batch(&batch, schedule, settings).await;
+        return super::batch::finish(&report, args.json);
     }
     let config = args.store.resolve()?;
     let store = Store::open(&config)?;

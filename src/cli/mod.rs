@@ -1,6 +1,7 @@
 //! Command-line commands, one file each. Every command takes the shared store flags
 //! ([`etcd_restore::snapstore::StoreArgs`]) by flattening them.
 
+mod batch;
 mod compact;
 mod db;
 mod docgen;

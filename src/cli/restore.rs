@@ -4,11 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use etcd_restore::batch::{Purpose, RestoreSettings, SharedReplay, restore_batch};
 use etcd_restore::replay::ReplayOptions;
 use etcd_restore::restore::{MemberFlags, RestoreOptions, RestoreReport, Targets, restore};
 use etcd_restore::snapstore::{FetchArgs, PlanOptions, Store, StoreArgs};
 
 use super::metrics::{MetricsArgs, RunMetrics};
+use super::batch::BatchArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
@@ -22,13 +24,22 @@ pub struct RestoreArgs {
     member: MemberArgs,
 
     /// The data directory to create for the member named by --name (etcdbrctl's default).
-    #[arg(short = 'd', long, value_name = "DIR", default_value = "default.etcd")]
+    #[arg(
+        short = 'd',
+        long,
+        value_name = "DIR",
+        default_value = "default.etcd",
+        conflicts_with = "batch"
+    )]
     data_dir: PathBuf,
 
     /// Restore every member of --initial-cluster, each into this path with `{name}` replaced by
     /// the member's name (e.g. `/var/etcd/{name}.etcd`). Overrides --data-dir.
-    #[arg(long, value_name = "TEMPLATE")]
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "batch")]
     data_dir_template: Option<String>,
+
+    #[command(flatten)]
+    batch: BatchArgs,
 
     /// Replace a non-empty data directory. The old one is swapped out atomically and deleted
     /// only after the new one is complete.
@@ -36,11 +47,11 @@ pub struct RestoreArgs {
     force: bool,
 
     /// Restore up to this revision (point in time).
-    #[arg(long, value_name = "REVISION", conflicts_with = "to_time")]
+    #[arg(long, value_name = "REVISION", conflicts_with_all = ["to_time", "batch"])]
     to_revision: Option<i64>,
 
     /// Restore from the snapshots created at or before this time (RFC 3339 or Unix seconds).
-    #[arg(long, value_name = "TIME", value_parser = super::parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = super::parse_time, conflicts_with = "batch")]
     to_time: Option<i64>,
 
     /// Remove the lease from every restored key, like etcdbrctl (which never re-attaches
@@ -73,19 +84,28 @@ pub struct RestoreArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct MemberArgs {
     /// Name of the member to restore.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", conflicts_with = "batch")]
     pub name: String,
 
     /// The new cluster: `name=peerURL,...` (a name may repeat for several URLs).
-    #[arg(long, default_value = "default=http://localhost:2380")]
+    #[arg(
+        long,
+        default_value = "default=http://localhost:2380",
+        conflicts_with = "batch"
+    )]
     pub initial_cluster: String,
 
     /// Cluster token; it and the peer URLs determine member and cluster IDs.
-    #[arg(long, default_value = "etcd-cluster")]
+    #[arg(long, default_value = "etcd-cluster", conflicts_with = "batch")]
     pub initial_cluster_token: String,
 
     /// Peer URLs of --name; must match its entries in --initial-cluster.
-    #[arg(long, value_name = "URL", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://localhost:2380",
+        conflicts_with = "batch"
+    )]
     pub initial_advertise_peer_urls: Vec<String>,
 }
 
@@ -156,6 +176,24 @@ impl EmbeddedEtcdArgs {
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     args.ignored.notice();
+    if let Some(path) = &args.batch.batch {
+        let (batch, schedule) = match args.batch.load(path, Purpose::Restore, &args.store) {
+            Ok(b) => b,
+            Err(code) => return Ok(code),
+        };
+        let settings = RestoreSettings {
+            replay: SharedReplay {
+                verify_hash: !args.fetch.skip_hash_check,
+                max_fetchers: args.fetch.max_fetchers as usize,
+                strip_leases: args.strip_leases,
+                keep_unknown_leases: args.keep_unknown_leases,
+            },
+            force: args.force,
+            flavor: flavor(&args.etcd_version),
+        };
+        let report = restore_batch(&batch, schedule, settings).await;
+        return super::batch::finish(&report, args.json);
+    }
     let run = RunMetrics::start("restore");
     let mut store_label = String::new();
     let result = restore_one(&args, &mut store_label).await;
@@ -210,16 +248,20 @@ async fn restore_one(
         },
         replay,
         force: args.force,
-        flavor: if args.etcd_version == "3.4" {
-            wal::RestoreFlavor::V3_4
-        } else {
-            wal::RestoreFlavor::V3_5
-        },
+        flavor: flavor(&args.etcd_version),
     };
     let ui = super::progress::ProgressUi::start(&progress, "restore");
     let report = restore(&store, &opts).await;
     drop(ui);
     report.with_context(|| format!("restoring from {}", store.describe()))
+}
+
+fn flavor(etcd_version: &str) -> wal::RestoreFlavor {
+    if etcd_version == "3.4" {
+        wal::RestoreFlavor::V3_4
+    } else {
+        wal::RestoreFlavor::V3_5
+    }
 }
 
 fn render(r: &RestoreReport) -> String {

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use super::metrics::{MetricsArgs, RunMetrics};
 use anyhow::Context as _;
+use etcd_restore::batch::{Purpose, ValidateSettings, validate_batch};
 use etcd_restore::snapstore::{PlanOptions, Store, StoreArgs, plan};
+
+use super::batch::BatchArgs;
 use etcd_restore::validate::{Mode, Options, Verdict, auto_mode, validate};
 
 pub const EXIT_VALID: u8 = 0;
@@ -36,8 +39,17 @@ pub enum ModeArg {
 )]
 pub struct ValidateArgs {
     /// The etcd data directory.
-    #[arg(short = 'd', long, value_name = "DIR")]
-    data_dir: PathBuf,
+    #[arg(
+        short = 'd',
+        long,
+        value_name = "DIR",
+        required_unless_present = "batch",
+        conflicts_with = "batch"
+    )]
+    data_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    batch: BatchArgs,
 
     #[arg(long, value_enum, default_value = "full")]
     mode: ModeArg,
@@ -63,6 +75,15 @@ pub struct ValidateArgs {
 }
 
 pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = args.batch.batch.clone() {
+        return match run_batch(&args, &path).await {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Ok(ExitCode::from(EXIT_ERROR))
+            }
+        };
+    }
     let run = RunMetrics::start("validate");
     let metrics = args.metrics.clone();
     let store_label = args.store.store.clone().unwrap_or_default();
@@ -111,12 +132,35 @@ async fn store_revision(args: &StoreArgs) -> anyhow::Result<Option<i64>> {
     Ok(Some(p.target_revision))
 }
 
+async fn run_batch(args: &ValidateArgs, path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let (batch, schedule) = match args.batch.load(path, Purpose::Validate, &args.store) {
+        Ok(b) => b,
+        Err(code) => return Ok(code),
+    };
+    let settings = ValidateSettings {
+        mode: match args.mode {
+            ModeArg::Sanity => Some(Mode::Sanity),
+            ModeArg::Full => Some(Mode::Full),
+            ModeArg::Auto => None,
+        },
+        namespace: args.namespace.clone().filter(|s| !s.is_empty()),
+        repair: args.repair,
+        use_store: true,
+    };
+    let report = validate_batch(&batch, schedule, settings).await;
+    super::batch::finish(&report, args.json)
+}
+
 /// The exit code and the database revision found.
 async fn run_inner(args: ValidateArgs) -> anyhow::Result<(u8, Option<i64>)> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .context("--data-dir is required without --batch")?;
     let (mode, mode_reason) = match args.mode {
         ModeArg::Sanity => (Mode::Sanity, "asked for".to_string()),
         ModeArg::Full => (Mode::Full, "asked for".to_string()),
-        ModeArg::Auto => auto_mode(&args.data_dir),
+        ModeArg::Auto => auto_mode(&data_dir),
     };
     let opts = Options {
         mode,
@@ -125,7 +169,6 @@ async fn run_inner(args: ValidateArgs) -> anyhow::Result<(u8, Option<i64>)> {
         store_revision: store_revision(&args.store).await?,
         repair: args.repair,
     };
-    let data_dir = args.data_dir.clone();
     let report = tokio::task::spawn_blocking(move || validate(&data_dir, &opts)).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -1,0 +1,77 @@
+//! `--batch FILE` for restore, compact and validate: the flags and the report printing they
+//! share. The work itself is in [`etcd_restore::batch`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use etcd_restore::batch::{Batch, BatchError, BatchReport, Purpose, Schedule};
+use etcd_restore::snapstore::StoreArgs;
+
+/// Batch exit codes: 0 every member succeeded, 1 a member failed or was skipped, 2 the batch
+/// file is unusable (nothing ran).
+pub const EXIT_MEMBER_FAILED: u8 = 1;
+pub const EXIT_BAD_BATCH: u8 = 2;
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Batch (docs/batch.md)")]
+pub struct BatchArgs {
+    /// Run for every member of this YAML batch file (aliases, their own store prefixes, data
+    /// dirs or member sets). The store, data-dir, member and point-in-time flags come from the
+    /// file then. Exit 0 when every member succeeded, 1 when one failed, 2 when the file is
+    /// invalid (every problem is listed; nothing runs).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["store", "storage_provider", "store_prefix"])]
+    pub batch: Option<PathBuf>,
+
+    /// Members run at a time when the file does not set `maintainOrder: true` (default:
+    /// `defaults.parallel`, else the number of CPUs).
+    #[arg(long, value_name = "N", requires = "batch", value_parser = clap::value_parser!(u32).range(1..))]
+    pub parallel: Option<u32>,
+
+    /// With `maintainOrder: true`: run the remaining members after one fails (default: stop
+    /// and mark them skipped).
+    #[arg(long, requires = "batch")]
+    pub continue_on_error: bool,
+}
+
+impl BatchArgs {
+    /// Loads and checks the batch file; prints every problem and returns the exit code when
+    /// it is unusable.
+    pub fn load(
+        &self,
+        path: &std::path::Path,
+        purpose: Purpose,
+        store: &StoreArgs,
+    ) -> Result<(Batch, Schedule), ExitCode> {
+        match Batch::load(path, purpose, store) {
+            Ok(b) => {
+                let schedule = Schedule::for_batch(
+                    &b,
+                    self.parallel.map(|n| n as usize),
+                    self.continue_on_error,
+                );
+                Ok((b, schedule))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                if let BatchError::Invalid { .. } = e {
+                    eprintln!("hint: fix the problems above and run again (schema: docs/batch.md)");
+                }
+                Err(ExitCode::from(EXIT_BAD_BATCH))
+            }
+        }
+    }
+}
+
+/// Prints the report (table, or JSON with `json`) and turns it into the exit code.
+pub fn finish(report: &BatchReport, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(if report.all_succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_MEMBER_FAILED)
+    })
+}
