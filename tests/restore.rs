@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use testkit::{ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, Fixture, tempfile};
+use testkit::{ClusterSpec, ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, Fixture, tempfile};
 
 const SCENARIOS: [&str; 6] = [
     "basic",
@@ -166,16 +166,7 @@ fn a_multi_member_restore_forms_a_healthy_cluster_with_equal_hashes() {
     };
     let f = Fixture::load("3.5.1", "basic").unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let names = ["m1", "m2", "m3"];
-    let cfgs: Vec<EtcdConfig> = names
-        .iter()
-        .map(|n| EtcdConfig::new(tmp.path().join(format!("{n}.etcd"))).with_name(n))
-        .collect();
-    let initial_cluster = cfgs
-        .iter()
-        .map(|c| format!("{}={}", c.name, c.peer_url()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let spec = ClusterSpec::new(tmp.path(), &["m1", "m2", "m3"], "restored");
     let template = tmp.path().join("{name}.etcd");
     let out = Command::new(bin())
         .arg("restore")
@@ -183,10 +174,10 @@ fn a_multi_member_restore_forms_a_healthy_cluster_with_equal_hashes() {
         .arg(f.store())
         .arg("--data-dir-template")
         .arg(&template)
-        .args(["--name", "m1", "--initial-cluster", &initial_cluster])
-        .args(["--initial-cluster-token", "restored"])
+        .args(["--name", "m1", "--initial-cluster", &spec.initial_cluster()])
+        .args(["--initial-cluster-token", &spec.token])
         .arg("--initial-advertise-peer-urls")
-        .arg(cfgs[0].peer_url())
+        .arg(spec.members[0].peer_url())
         .output()
         .unwrap();
     assert!(
@@ -194,22 +185,8 @@ fn a_multi_member_restore_forms_a_healthy_cluster_with_equal_hashes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut procs = Vec::new();
-    for mut cfg in cfgs {
-        cfg.initial_cluster = Some(initial_cluster.clone());
-        cfg.initial_cluster_token = "restored".into();
-        procs.push(EtcdProcess::spawn(&bins, cfg).expect("spawn member"));
-    }
-    for p in &mut procs {
-        p.wait_healthy(std::time::Duration::from_secs(60))
-            .expect("member healthy");
-    }
-    let hashes: Vec<u32> = procs.iter().map(|p| p.hashkv(None).unwrap().hash).collect();
-    assert!(
-        hashes.windows(2).all(|w| w[0] == w[1]),
-        "members differ: {hashes:?}"
-    );
-    assert_eq!(procs[0].member_list().unwrap().len(), 3);
+    let procs = spec.start(&bins).expect("cluster healthy");
+    testkit::cluster::assert_members_agree(&procs);
     let got = procs[1].get_all(None).unwrap();
     assert_eq!(got.revision, f.oracle.final_revision);
 }

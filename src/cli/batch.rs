@@ -34,6 +34,15 @@ pub struct BatchArgs {
 }
 
 impl BatchArgs {
+    /// clap lets `requires = "batch"` pass when a flag that conflicts with --batch is given, so
+    /// a single-target run checks it here.
+    pub fn check_single(&self) -> anyhow::Result<()> {
+        if self.batch.is_none() && (self.parallel.is_some() || self.continue_on_error) {
+            anyhow::bail!("--parallel and --continue-on-error need --batch FILE");
+        }
+        Ok(())
+    }
+
     /// Loads and checks the batch file; prints every problem and returns the exit code when
     /// it is unusable.
     pub fn load(

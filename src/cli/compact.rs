@@ -141,6 +141,7 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
         let report = compact_batch(&batch, schedule, settings).await;
         return super::batch::finish(&report, args.json);
     }
+    args.batch.check_single()?;
     let config = args.store.resolve()?;
     let store = Store::open(&config)?;
     let mut replay = ReplayOptions::new(config.temp_dir.clone());

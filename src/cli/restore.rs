@@ -224,6 +224,7 @@ async fn restore_one(
     args: &RestoreArgs,
     store_label: &mut String,
 ) -> anyhow::Result<RestoreReport> {
+    args.batch.check_single()?;
     let config = args.store.resolve()?;
     let store = Store::open(&config)?;
     *store_label = store.describe().to_string();

@@ -153,6 +153,7 @@ async fn run_batch(args: &ValidateArgs, path: &std::path::Path) -> anyhow::Resul
 
 /// The exit code and the database revision found.
 async fn run_inner(args: ValidateArgs) -> anyhow::Result<(u8, Option<i64>)> {
+    args.batch.check_single()?;
     let data_dir = args
         .data_dir
         .clone()

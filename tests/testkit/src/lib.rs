@@ -3,11 +3,13 @@
 //! * [`deps`]: where `.deps/` is, and the skip/require rule for missing dependencies.
 //! * [`EtcdBins`], [`EtcdConfig`], [`EtcdProcess`]: a real etcd on 127.0.0.1 free ports,
 //!   health-waited, queried through etcdctl, always stopped by PID (also on panic).
+//! * [`ClusterSpec`]: a multi-member cluster (names, ports, data dirs, initial cluster).
 //! * [`ManagedProcess`] and [`pids`]: any server process, registered in the PID registry.
 //! * [`Fixture`], [`Oracle`]: committed backups under `testdata/backups/` and their oracle,
 //!   and the comparison of a running etcd with it.
 //! * [`GoOracle`]: the Go bbolt/compress/encoding-json reference binary.
 
+pub mod cluster;
 pub mod deps;
 pub mod error;
 pub mod etcd;
@@ -25,6 +27,7 @@ pub mod tree;
 // base64, serde_json and tempfile are re-exported so integration tests need no
 // dev-dependencies of their own.
 pub use base64;
+pub use cluster::ClusterSpec;
 pub use error::{Error, Result};
 pub use etcd::{ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, HashKv, Member, Range, Status};
 pub use gooracle::GoOracle;
