@@ -183,3 +183,100 @@ fn skipped(m: &Member, first_failure: &str) -> MemberReport {
         detail: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::batch::config::Purpose;
+    use crate::snapstore::StoreArgs;
+
+    fn batch(n: usize, maintain_order: bool) -> Batch {
+        let mut text =
+            format!("defaults: {{store: /s}}\nmaintainOrder: {maintain_order}\nmembers:\n");
+        for i in 0..n {
+            text.push_str(&format!("- {{alias: m{i}, prefix: m{i}}}\n"));
+        }
+        Batch::parse(
+            &text,
+            Path::new("b.yaml"),
+            Path::new("/"),
+            Purpose::Compact,
+            &StoreArgs::default(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_runs_every_member_and_never_more_than_n_at_once() {
+        let b = batch(7, false);
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (r, p) = (running.clone(), peak.clone());
+        let report = run(&b, Schedule::Parallel(3), move |m| {
+            let (r, p) = (r.clone(), p.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                if m.alias == "m2" {
+                    panic!("a bug in one member");
+                }
+                if m.alias == "m4" {
+                    return Err(Failure::new("m4 failed"));
+                }
+                Ok(Done {
+                    summary: m.alias.clone(),
+                    detail: None,
+                })
+            }
+        })
+        .await;
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+        let statuses: Vec<Status> = report.members.iter().map(|m| m.status).collect();
+        use Status::*;
+        assert_eq!(
+            statuses,
+            [
+                Succeeded, Succeeded, Failed, Succeeded, Failed, Succeeded, Succeeded
+            ]
+        );
+        assert_eq!(report.summary.failed, 2);
+        assert_eq!(report.summary.parallel, 3);
+        assert!(report.to_table().contains("m4: failed: m4 failed"));
+    }
+
+    #[tokio::test]
+    async fn ordered_stops_at_the_first_failure_unless_told_to_continue() {
+        let b = batch(4, true);
+        for (continue_on_error, want) in [
+            (false, ["m0", "m1"].as_slice()),
+            (true, ["m0", "m1", "m2", "m3"].as_slice()),
+        ] {
+            let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let o = order.clone();
+            let report = run(&b, Schedule::Ordered { continue_on_error }, move |m| {
+                let o = o.clone();
+                async move {
+                    o.lock().unwrap().push(m.alias.clone());
+                    if m.alias == "m1" {
+                        Err(Failure::new("broken"))
+                    } else {
+                        Ok(Done {
+                            summary: String::new(),
+                            detail: None,
+                        })
+                    }
+                }
+            })
+            .await;
+            assert_eq!(*order.lock().unwrap(), want);
+            assert_eq!(report.summary.skipped, 4 - want.len());
+            assert!(!report.all_succeeded());
+        }
+    }
+}
