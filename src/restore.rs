@@ -25,7 +25,7 @@ pub const MEMBERS_BUCKET: &[u8] = b"members";
 pub const MEMBERS_REMOVED_BUCKET: &[u8] = b"members_removed";
 
 /// Who the restored cluster's members are (etcd's bootstrap flags).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberFlags {
     pub name: String,
     pub initial_cluster: String,

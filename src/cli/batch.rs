@@ -12,24 +12,25 @@ use etcd_restore::snapstore::StoreArgs;
 pub const EXIT_MEMBER_FAILED: u8 = 1;
 pub const EXIT_BAD_BATCH: u8 = 2;
 
+const HEADING: &str = "Batch (docs/batch.md)";
+
 #[derive(clap::Args, Debug, Clone)]
-#[command(next_help_heading = "Batch (docs/batch.md)")]
 pub struct BatchArgs {
     /// Run for every member of this YAML batch file (aliases, their own store prefixes, data
     /// dirs or member sets). The store, data-dir, member and point-in-time flags come from the
     /// file then. Exit 0 when every member succeeded, 1 when one failed, 2 when the file is
     /// invalid (every problem is listed; nothing runs).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["store", "storage_provider", "store_prefix"])]
+    #[arg(long, value_name = "FILE", help_heading = HEADING, conflicts_with_all = ["store", "storage_provider", "store_prefix"])]
     pub batch: Option<PathBuf>,
 
     /// Members run at a time when the file does not set `maintainOrder: true` (default:
     /// `defaults.parallel`, else the number of CPUs).
-    #[arg(long, value_name = "N", requires = "batch", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", help_heading = HEADING, requires = "batch", value_parser = clap::value_parser!(u32).range(1..))]
     pub parallel: Option<u32>,
 
     /// With `maintainOrder: true`: run the remaining members after one fails (default: stop
     /// and mark them skipped).
-    #[arg(long, requires = "batch")]
+    #[arg(long, help_heading = HEADING, requires = "batch")]
     pub continue_on_error: bool,
 }
 

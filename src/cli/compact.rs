@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::metrics::{MetricsArgs, RunMetrics};
-use anyhow::Context as _;
 use etcd_restore::batch::{CompactSettings, Purpose, SharedReplay, compact_batch};
 use etcd_restore::compact::{
     CompactError, CompactOptions, CompactReport, DEFAULT_SORT_BUDGET, compact,

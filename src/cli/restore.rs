@@ -9,8 +9,8 @@ use etcd_restore::replay::ReplayOptions;
 use etcd_restore::restore::{MemberFlags, RestoreOptions, RestoreReport, Targets, restore};
 use etcd_restore::snapstore::{FetchArgs, PlanOptions, Store, StoreArgs};
 
-use super::metrics::{MetricsArgs, RunMetrics};
 use super::batch::BatchArgs;
+use super::metrics::{MetricsArgs, RunMetrics};
 
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
@@ -84,28 +84,19 @@ pub struct RestoreArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct MemberArgs {
     /// Name of the member to restore.
-    #[arg(long, default_value = "default", conflicts_with = "batch")]
+    #[arg(long, default_value = "default")]
     pub name: String,
 
     /// The new cluster: `name=peerURL,...` (a name may repeat for several URLs).
-    #[arg(
-        long,
-        default_value = "default=http://localhost:2380",
-        conflicts_with = "batch"
-    )]
+    #[arg(long, default_value = "default=http://localhost:2380")]
     pub initial_cluster: String,
 
     /// Cluster token; it and the peer URLs determine member and cluster IDs.
-    #[arg(long, default_value = "etcd-cluster", conflicts_with = "batch")]
+    #[arg(long, default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
 
     /// Peer URLs of --name; must match its entries in --initial-cluster.
-    #[arg(
-        long,
-        value_name = "URL",
-        default_value = "http://localhost:2380",
-        conflicts_with = "batch"
-    )]
+    #[arg(long, value_name = "URL", default_value = "http://localhost:2380")]
     pub initial_advertise_peer_urls: Vec<String>,
 }
 
@@ -177,6 +168,12 @@ impl EmbeddedEtcdArgs {
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     args.ignored.notice();
     if let Some(path) = &args.batch.batch {
+        // MemberArgs is shared with commands without --batch, so clap cannot say this.
+        if args.member.flags() != MemberFlags::default() {
+            anyhow::bail!(
+                "--name/--initial-cluster*/--initial-advertise-peer-urls cannot be used with --batch: give a member a `memberSet` in the batch file"
+            );
+        }
         let (batch, schedule) = match args.batch.load(path, Purpose::Restore, &args.store) {
             Ok(b) => b,
             Err(code) => return Ok(code),
