@@ -5,6 +5,8 @@
 //!
 //! `ETCD_RESTORE_FUZZ_SMOKE_ITERS` scales the mutations (default 2000; ×10 for the fast targets).
 
+#[path = "../fuzz/bodies/batch_config.rs"]
+mod batch_config;
 #[path = "../fuzz/bodies/bbolt_open_check.rs"]
 mod bbolt_open_check;
 #[path = "../fuzz/bodies/delta_decoder.rs"]
@@ -26,12 +28,13 @@ type Body = fn(&[u8]);
 
 /// Target, body, and its share of the mutations (the delta decoder runs four decompressors
 /// per input and is ~1000× slower than the others).
-const TARGETS: [(&str, Body, u64); 5] = [
+const TARGETS: [(&str, Body, u64); 6] = [
     ("bbolt_open_check", bbolt_open_check::run, 10),
     ("wal_decoder", wal_decoder::run, 10),
     ("snap_reader", snap_reader::run, 10),
     ("delta_decoder", delta_decoder::run, 1),
     ("snapshot_name", snapshot_name::run, 10),
+    ("batch_config", batch_config::run, 1),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
