@@ -16,16 +16,7 @@ fn bin() -> &'static str {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            fs::copy(e.path(), &target).unwrap();
-        }
-    }
+    testkit::tree::copy_dir(from, to).unwrap();
 }
 
 /// Copies fixture stores under `<root>/stores/<alias>` (one prefix per alias).

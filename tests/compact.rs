@@ -16,16 +16,7 @@ fn bin() -> &'static str {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), &dst).unwrap();
-        }
-    }
+    testkit::tree::copy_dir(from, to).unwrap();
 }
 
 /// A writable copy of a fixture's store (testdata is never modified).

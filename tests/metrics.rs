@@ -22,16 +22,7 @@ fn sample() -> (std::path::PathBuf, testkit::Oracle) {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
+    testkit::tree::copy_dir(from, to).unwrap();
 }
 
 /// The value of the first sample line `name{labels…} value` whose labels include `want`.
