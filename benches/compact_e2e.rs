@@ -36,15 +36,7 @@ use e2e::{
 use testkit::{EtcdBins, EtcdConfig, EtcdProcess};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let result = e2e::client_role(&args).unwrap_or_else(bench);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("compact_e2e: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    e2e::main("compact_e2e", bench)
 }
 
 fn copy_dir(from: &Path, to: &Path) -> R<()> {

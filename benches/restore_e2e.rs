@@ -37,15 +37,7 @@ use etcd_restore::snapstore;
 use testkit::{EtcdBins, EtcdConfig, EtcdProcess};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let result = e2e::client_role(&args).unwrap_or_else(bench);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("restore_e2e: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    e2e::main("restore_e2e", bench)
 }
 
 fn bench() -> R<()> {

@@ -28,15 +28,7 @@ use std::time::Duration;
 use e2e::{R, TIME, env_or, input_dir, json, mib, os, run_measured, secs};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let result = e2e::client_role(&args).unwrap_or_else(bench);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("validate: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    e2e::main("validate", bench)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

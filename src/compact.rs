@@ -134,12 +134,16 @@ pub struct FoldReport {
     pub bytes_out: u64,
 }
 
+/// Names the database file a bbolt error came from.
+fn db_err(path: &Path) -> impl Fn(bbolt::Error) -> CompactError + Copy + '_ {
+    move |source| CompactError::Db {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Builds `out` (must not exist) from the database `src`. `out` is not fsynced.
 pub fn fold_db(src: &Path, out: &Path, opts: &FoldOptions) -> Result<FoldReport, CompactError> {
-    let db_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CompactError::Db { path, source }
-    };
     let db = Db::open(
         src,
         OpenOptions {
@@ -217,14 +221,8 @@ fn copy_bucket(
     src: &Path,
     out: &Path,
 ) -> Result<u64, CompactError> {
-    let se = |source| CompactError::Db {
-        path: src.to_path_buf(),
-        source,
-    };
-    let oe = |source| CompactError::Db {
-        path: out.to_path_buf(),
-        source,
-    };
+    let se = db_err(src);
+    let oe = db_err(out);
     let mut n = 0;
     let mut c = b.cursor();
     let mut e = c.first().map_err(se)?;
@@ -252,14 +250,8 @@ fn copy_meta(
     src: &Path,
     out: &Path,
 ) -> Result<(), CompactError> {
-    let se = |source| CompactError::Db {
-        path: src.to_path_buf(),
-        source,
-    };
-    let oe = |source| CompactError::Db {
-        path: out.to_path_buf(),
-        source,
-    };
+    let se = db_err(src);
+    let oe = db_err(out);
     let value = compact_rev_value(rev);
     let mut entries: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
     let mut c = b.cursor();
@@ -286,10 +278,7 @@ fn copy_kept(
     src: &Path,
     out: &Path,
 ) -> Result<u64, CompactError> {
-    let se = |source| CompactError::Db {
-        path: src.to_path_buf(),
-        source,
-    };
+    let se = db_err(src);
     let mut n = 0;
     let mut c = b.cursor();
     while let Some(want) = kept.next_record()? {
@@ -323,10 +312,7 @@ fn kept_revisions(
     opts: &FoldOptions,
     report: &mut FoldReport,
 ) -> Result<SortedRecords, CompactError> {
-    let se = |source| CompactError::Db {
-        path: src.to_path_buf(),
-        source,
-    };
+    let se = db_err(src);
     let mut by_key = ExternalSort::new(opts.temp_dir.clone(), opts.sort_budget, by_user_key);
     if let Some(b) = tx.bucket(KEY_BUCKET).map_err(se)? {
         let mut c = b.cursor();

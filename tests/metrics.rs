@@ -15,6 +15,18 @@ fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run etcd-restore")
 }
 
+/// `etcd-restore ARGS --store STORE --data-dir DATA --metrics-file PROM`.
+fn with_metrics_file(args: &[&str], store: &Path, data: &Path, prom: &Path) -> Output {
+    run(bin()
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--metrics-file")
+        .arg(prom))
+}
+
 fn sample() -> (std::path::PathBuf, testkit::Oracle) {
     let dir = testkit::deps::testdata_dir().join("sample");
     let oracle = testkit::Oracle::load(&dir.join("oracle.json")).expect("sample oracle");
@@ -48,13 +60,7 @@ fn restore_and_validate_write_metrics_files() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("sample.etcd");
     let prom = tmp.path().join("restore.prom");
-    let out = run(bin()
-        .args(["restore", "--store"])
-        .arg(&store)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--metrics-file")
-        .arg(&prom));
+    let out = with_metrics_file(&["restore"], &store, &data, &prom);
     assert!(
         out.status.success(),
         "{}",
@@ -82,13 +88,7 @@ fn restore_and_validate_write_metrics_files() {
     );
 
     let prom = tmp.path().join("validate.prom");
-    let out = run(bin()
-        .args(["validate", "--mode", "full", "--store"])
-        .arg(&store)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--metrics-file")
-        .arg(&prom));
+    let out = with_metrics_file(&["validate", "--mode", "full"], &store, &data, &prom);
     assert!(
         out.status.success(),
         "{}",
@@ -130,13 +130,7 @@ fn a_failed_restore_says_so_in_its_metrics() {
     std::fs::write(&base, bytes).unwrap();
     let prom = tmp.path().join("restore.prom");
     let data = tmp.path().join("x.etcd");
-    let out = run(bin()
-        .args(["restore", "--store"])
-        .arg(&broken)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--metrics-file")
-        .arg(&prom));
+    let out = with_metrics_file(&["restore"], &broken, &data, &prom);
     assert!(!out.status.success());
     assert!(!data.exists(), "a failed restore must leave no data dir");
     let text = std::fs::read_to_string(&prom).expect("metrics are written for failed runs too");

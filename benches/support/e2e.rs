@@ -23,6 +23,18 @@ pub type R<T> = Result<T, BoxError>;
 pub const ETCD_VERSION: &str = "3.5.1";
 pub const TIME: &str = "/usr/bin/time";
 
+/// A bench binary's `main`: a client role when re-executed as one, else `bench`.
+pub fn main(name: &str, bench: fn() -> R<()>) -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    match client_role(&args).unwrap_or_else(bench) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs a client role when the bench binary was re-executed as one (`--fetch-base`,
 /// `--replay-client`, `--digest-client`); `None` when `args` name no role.
 pub fn client_role(args: &[String]) -> Option<R<()>> {
