@@ -91,17 +91,15 @@ impl MetricsArgs {
         }
         let mut text = run.registry.render();
         text.push_str(extra);
-        if let Some(path) = &self.metrics_file {
-            if let Err(e) = write_atomically(path, text.as_bytes()) {
-                eprintln!("warning: writing metrics to {}: {e}", path.display());
-            }
+        if let Some(path) = &self.metrics_file
+            && let Err(e) = write_atomically(path, text.as_bytes())
+        {
+            eprintln!("warning: writing metrics to {}: {e}", path.display());
         }
-        if let Some(url) = &self.pushgateway {
-            if let Err(e) =
-                etcd_restore::pushgateway::push(url, run.command, store, text.clone()).await
-            {
-                eprintln!("warning: {e}");
-            }
+        if let Some(url) = &self.pushgateway
+            && let Err(e) = etcd_restore::pushgateway::push(url, run.command, store, text).await
+        {
+            eprintln!("warning: {e}");
         }
     }
 }
