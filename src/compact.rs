@@ -19,7 +19,7 @@
 //! Memory does not depend on the database: the sorts spill runs of `sort_budget` bytes to disk,
 //! the source is read through a bounded mapping, the bulk loader keeps one node per level.
 
-use crate::hex::hex;
+use crate::show::hex;
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;

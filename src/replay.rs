@@ -38,8 +38,10 @@ pub enum ReplayError {
     #[error("{object}: {source}")]
     Delta {
         object: String,
+        // Boxed: the decode error carries the offending event, which would make every
+        // `Result<_, ReplayError>` on the hot path that much larger.
         #[source]
-        source: snapstore::DeltaError<ApplyError>,
+        source: Box<snapstore::DeltaError<ApplyError>>,
     },
     #[error("after applying the deltas: {0}")]
     Verify(#[source] ApplyError),
@@ -354,7 +356,7 @@ fn apply_all(
         });
         result.map_err(|source| ReplayError::Delta {
             object: object.clone(),
-            source,
+            source: Box::new(source),
         })?;
         tracing::info!(object = %object, revision = applier.current_revision(), "delta applied");
         progress.delta_done(applier.current_revision());

@@ -3,6 +3,8 @@
 //! * hostile object names in a store (`..`, absolute, percent-encoded, backslashes, NUL, very
 //!   long) never make a file appear outside the data and temp directories — the run either
 //!   ignores them (same result as without them) or refuses cleanly;
+//! * hostile object names never reach a terminal or a log line unescaped: no control
+//!   character to rewrite the screen, no newline to forge a line;
 //! * a restored data directory is 0700 with 0600 files, whatever the umask;
 //! * credentials (the S3 secret key from a credentials file) never appear in output, logs at
 //!   the highest verbosity, JSON logs, or error messages.
@@ -15,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use testkit::objstore::MotoServer;
-use testkit::tree::digest;
+use testkit::tree::{copy_dir, digest};
 use testkit::{Fixture, tempfile};
 
 const VERSION: &str = "3.5.1";
@@ -225,6 +227,59 @@ fn hostile_object_names_never_escape_into_the_filesystem() {
     find_named(tmp.path(), &tag, 8, &mut found);
     assert!(found.is_empty(), "escaped into the filesystem: {found:?}");
     moto.stop().unwrap();
+}
+
+#[test]
+fn hostile_object_names_are_escaped_in_output_and_logs() {
+    let fixture = Fixture::load(VERSION, SCENARIO).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    copy_dir(&fixture.store(), &store).unwrap();
+    let forged = "FORGED: restore complete";
+    let names = [
+        format!("Full-x\x1b]0;pwned\x07\n{forged}"),
+        format!("junk\r\n{forged}\x1b[2J"),
+    ];
+    for n in &names {
+        std::fs::write(store.join("v2").join(n), b"payload").unwrap();
+    }
+    let store = store.to_str().unwrap();
+    for (args, log) in [
+        (vec!["ls", "--store", store], "debug"),
+        (vec!["ls", "--json", "--store", store], "debug"),
+        (
+            vec!["restore", "--store", store, "--keep-unknown-leases"],
+            "trace",
+        ),
+    ] {
+        let mut c = Command::new(bin());
+        c.args(&args).env("RUST_LOG", log);
+        if args[0] == "restore" {
+            c.arg("--data-dir").arg(tmp.path().join("r.etcd"));
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                !text.contains(['\x1b', '\x07', '\r']),
+                "{args:?} {stream} carries a control character: {text:?}"
+            );
+            assert!(
+                !text.lines().any(|l| l.trim_start().starts_with("FORGED")),
+                "{args:?} {stream} has a forged line: {text}"
+            );
+        }
+        if args[0] == "ls" && args[1] != "--json" {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("2 other objects"), "{text}");
+            assert!(text.contains("\\u{1b}"), "escaped name missing: {text}");
+        }
+    }
 }
 
 #[test]

@@ -17,7 +17,7 @@
 //! Nothing here reads the wall clock: no lease can expire during a restore (upstream
 //! etcd-backup-restore issues 1045/1046).
 
-use crate::hex::hex;
+use crate::show::{hex, key as show_key};
 
 use std::collections::{HashMap, HashSet};
 
@@ -549,14 +549,6 @@ fn inconsistent(
     }
 }
 
-/// Keys are arbitrary bytes: show them as text when they are printable, else as hex.
-pub(crate) fn show_key(k: &[u8]) -> String {
-    match std::str::from_utf8(k) {
-        Ok(s) if s.chars().all(|c| !c.is_control()) => format!("{s:?}"),
-        _ => format!("0x{}", hex(k)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,7 +615,9 @@ mod tests {
         (sink, rev)
     }
 
-    fn records(s: &MapSink) -> Vec<Result<(Vec<u8>, Vec<u8>), Infallible>> {
+    type Record = Result<(Vec<u8>, Vec<u8>), Infallible>;
+
+    fn records(s: &MapSink) -> Vec<Record> {
         s.records
             .iter()
             .map(|(k, v)| Ok((k.clone(), v.clone())))

@@ -11,7 +11,7 @@
 //! or below the compaction revision are ever filtered, so the index kept here has one entry per
 //! distinct key (a 128-bit hash of the key, not the key itself).
 
-use crate::hex::hex;
+use crate::show::hex;
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};

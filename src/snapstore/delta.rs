@@ -7,7 +7,7 @@
 //! object. Parsing walks the array with a borrowing serde visitor: key and value are
 //! base64-decoded into two buffers reused for every event, nothing is allocated per event.
 
-use crate::hex::hex;
+use crate::show::hex;
 
 use std::fmt;
 

@@ -2,7 +2,7 @@
 //! checked and stripped on the way, and delta objects downloaded raw (in memory when small,
 //! spooled to a temp file when large) and decompressed when their turn comes.
 
-use crate::hex::hex;
+use crate::show::hex;
 
 use std::convert::Infallible;
 use std::fs::File;

@@ -8,6 +8,7 @@ pub mod config;
 pub mod delta;
 pub mod fetch;
 pub mod latest;
+mod local_list;
 pub mod name;
 pub mod plan;
 pub mod prefetch;

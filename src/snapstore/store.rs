@@ -1,5 +1,6 @@
 //! A backup store: an object store plus the prefix that holds `v1/` and `v2/`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +48,7 @@ pub enum StoreError {
     UnsafeKey { store: String, detail: String },
     #[error("{object}: already exists; backups are never overwritten")]
     AlreadyExists { object: String },
-    #[error("{object}: invalid object path: {detail}")]
+    #[error("{}: invalid object path: {detail}", crate::show::name(.object))]
     BadPath { object: String, detail: String },
     #[error("{object}: reading the local file failed: {source}")]
     Io {
@@ -60,6 +61,7 @@ pub enum StoreError {
 /// An object the listing found that is not a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct IgnoredObject {
+    /// With control characters escaped ([`crate::show::name`]): safe to print.
     pub path: String,
     pub reason: String,
 }
@@ -72,6 +74,24 @@ pub struct Listing {
     /// Chunk objects (`<name>/<10 digits>`), never used for restore.
     pub chunks: u64,
     pub ignored: Vec<IgnoredObject>,
+}
+
+impl Listing {
+    /// Classifies one object (path relative to the store prefix).
+    fn add(&mut self, rel: &str, size: u64) {
+        match classify_object(rel, Some(size)) {
+            ObjectKind::Snapshot(s) => self.snapshots.push(s),
+            ObjectKind::Chunk => {
+                tracing::debug!(object = rel, "ignoring chunk object");
+                self.chunks += 1;
+            }
+            ObjectKind::Unknown(reason) => {
+                let path = crate::show::name(rel).into_owned();
+                tracing::debug!(object = %path, reason = %crate::show::name(&reason), "ignoring unknown object");
+                self.ignored.push(IgnoredObject { path, reason });
+            }
+        }
+    }
 }
 
 /// The retry policy for cloud stores: exponential backoff from 100 ms to 15 s, at most 10 tries
@@ -268,6 +288,9 @@ impl Store {
 
     /// Lists every object below the prefix and classifies it; v1 and v2 are merged.
     pub async fn list_snapshots(&self) -> Result<Listing, StoreError> {
+        if let Some(Backend::Local { root }) = self.config.as_ref().map(|c| &c.backend) {
+            return self.list_local(root).await;
+        }
         let mut listing = Listing::default();
         for layout in ["v1", "v2"] {
             let dir = self.object_path(layout)?;
@@ -276,31 +299,48 @@ impl Store {
                 let meta = item.map_err(|source| match source {
                     object_store::Error::InvalidPath { source } => StoreError::UnsafeKey {
                         store: self.describe.clone(),
-                        detail: source.to_string(),
+                        detail: crate::show::name(&source.to_string()).into_owned(),
                     },
                     source => StoreError::List {
                         store: self.describe.clone(),
                         source,
                     },
                 })?;
-                let location = meta.location.as_ref();
-                let Some(rel) = self.relative(location) else {
-                    continue;
-                };
-                match classify_object(rel, Some(meta.size)) {
-                    ObjectKind::Snapshot(s) => listing.snapshots.push(s),
-                    ObjectKind::Chunk => {
-                        tracing::debug!(object = location, "ignoring chunk object");
-                        listing.chunks += 1;
-                    }
-                    ObjectKind::Unknown(reason) => {
-                        tracing::debug!(object = location, %reason, "ignoring unknown object");
-                        listing.ignored.push(IgnoredObject {
-                            path: rel.to_string(),
-                            reason,
-                        });
-                    }
+                if let Some(rel) = self.relative(meta.location.as_ref()) {
+                    listing.add(rel, meta.size);
                 }
+            }
+        }
+        super::plan::sort_snapshots(&mut listing.snapshots);
+        Ok(listing)
+    }
+
+    /// A local directory, listed by [`super::local_list`] so that a file whose name is not a
+    /// valid object path is ignored instead of ending the listing.
+    async fn list_local(&self, root: &Path) -> Result<Listing, StoreError> {
+        let root = root.to_path_buf();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut found = super::local_list::list(&root, "v1")?;
+            found.extend(super::local_list::list(&root, "v2")?);
+            Ok::<_, std::io::Error>(found)
+        })
+        .await
+        .map_err(|e| StoreError::Setup {
+            store: self.describe.clone(),
+            detail: format!("listing task failed: {e}"),
+        })?
+        .map_err(|source| StoreError::Io {
+            object: self.describe.clone(),
+            source,
+        })?;
+        let mut listing = Listing::default();
+        for o in found {
+            match o.path {
+                Ok(rel) => listing.add(&rel, o.size),
+                Err(shown) => listing.ignored.push(IgnoredObject {
+                    path: shown,
+                    reason: "the name is not valid UTF-8".into(),
+                }),
             }
         }
         super::plan::sort_snapshots(&mut listing.snapshots);
