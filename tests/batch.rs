@@ -275,7 +275,9 @@ fn a_member_with_a_corrupted_backup_fails_alone() {
 
     // In listed order the first failure stops the batch...
     let file = batch_file(tmp.path(), "seq.yaml", &simple_batch(&aliases, "seq", true));
-    let o = run(&["restore", "--json"], &file);
+    let prom = tmp.path().join("batch.prom");
+    let metrics_flag = format!("--metrics-file={}", prom.display());
+    let o = run(&["restore", "--json", &metrics_flag], &file);
     assert_eq!(o.status.code(), Some(1));
     let report = json_report(&o);
     let statuses: Vec<&str> = aliases
@@ -283,6 +285,26 @@ fn a_member_with_a_corrupted_backup_fails_alone() {
         .map(|a| member(&report, a)["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["succeeded", "failed", "skipped"]);
+    // ... and its metrics name the member that failed.
+    let text = fs::read_to_string(&prom).unwrap();
+    for line in [
+        r#"etcd_restore_batch_member_succeeded{alias="a",command="restore"} 1"#,
+        r#"etcd_restore_batch_member_succeeded{alias="b",command="restore"} 0"#,
+        r#"etcd_restore_batch_member_succeeded{alias="c",command="restore"} 0"#,
+        r#"etcd_restore_batch_members{command="restore",status="succeeded"} 1"#,
+        r#"etcd_restore_batch_members{command="restore",status="failed"} 1"#,
+        r#"etcd_restore_batch_members{command="restore",status="skipped"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+    }
+    assert!(
+        text.contains(r#"etcd_restore_run_duration_seconds{command="restore",succeeded="false"}"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("etcd_restore_run_last_success_timestamp_seconds{"),
+        "{text}"
+    );
     assert!(!tmp.path().join("seq/c.etcd").exists());
     assert!(!tmp.path().join("seq/b.etcd").exists());
 

@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use etcd_restore::batch::{Batch, BatchError, BatchReport, Purpose, Schedule};
+use etcd_restore::batch::{Batch, BatchError, BatchReport, Purpose, Schedule, Status};
 use etcd_restore::snapstore::StoreArgs;
+
+use super::metrics::{MetricsArgs, RunMetrics};
 
 /// Batch exit codes: 0 every member succeeded, 1 a member failed or was skipped, 2 the batch
 /// file is unusable (nothing ran).
@@ -72,8 +74,21 @@ impl BatchArgs {
     }
 }
 
-/// Prints the report (table, or JSON with `json`) and turns it into the exit code.
-pub fn finish(report: &BatchReport, json: bool) -> anyhow::Result<ExitCode> {
+/// Prints the report (table, or JSON with `json`), exports its metrics (`run` was started
+/// before the batch) and turns it into the exit code.
+pub async fn finish(
+    report: &BatchReport,
+    json: bool,
+    metrics: &MetricsArgs,
+    run: RunMetrics,
+) -> anyhow::Result<ExitCode> {
+    if metrics.wanted() {
+        record(report, &run);
+        // One Pushgateway group per batch file, so batches never replace each other's metrics
+        // nor those of single runs.
+        let group = format!("batch:{}", report.summary.batch_file.display());
+        metrics.export(&run, &group, "").await;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(report)?);
     } else {
@@ -84,4 +99,39 @@ pub fn finish(report: &BatchReport, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_MEMBER_FAILED)
     })
+}
+
+/// The batch as a whole (the run metrics every command exports) and one series per member, so
+/// an alert can name the alias that failed.
+fn record(report: &BatchReport, run: &RunMetrics) {
+    let command = report.summary.command.as_str();
+    run.finish(report.all_succeeded(), None);
+    for m in &report.members {
+        let labels = [("command", command), ("alias", m.alias.as_str())];
+        run.registry.set(
+            "etcd_restore_batch_member_succeeded",
+            "1 when the batch member succeeded, 0 when it failed or was skipped.",
+            &labels,
+            if m.status == Status::Succeeded {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        run.registry.set(
+            "etcd_restore_batch_member_duration_seconds",
+            "Wall time of the batch member's run.",
+            &labels,
+            m.seconds,
+        );
+    }
+    for status in [Status::Succeeded, Status::Failed, Status::Skipped] {
+        let n = report.members.iter().filter(|m| m.status == status).count();
+        run.registry.set(
+            "etcd_restore_batch_members",
+            "Members of the last batch run, by outcome.",
+            &[("command", command), ("status", status.as_str())],
+            n as f64,
+        );
+    }
 }

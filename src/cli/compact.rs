@@ -137,8 +137,9 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
             dry_run: args.dry_run,
             sort_budget: args.sort_budget,
         };
+        let run = RunMetrics::start("compact");
         let report = compact_batch(&batch, schedule, settings).await;
-        return super::batch::finish(&report, args.json);
+        return super::batch::finish(&report, args.json, &args.metrics, run).await;
     }
     args.batch.check_single()?;
     let config = args.store.resolve()?;

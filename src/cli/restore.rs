@@ -188,8 +188,9 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             force: args.force,
             flavor: flavor(&args.etcd_version),
         };
+        let run = RunMetrics::start("restore");
         let report = restore_batch(&batch, schedule, settings).await;
-        return super::batch::finish(&report, args.json);
+        return super::batch::finish(&report, args.json, &args.metrics, run).await;
     }
     let run = RunMetrics::start("restore");
     let mut store_label = String::new();

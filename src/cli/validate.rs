@@ -147,8 +147,9 @@ async fn run_batch(args: &ValidateArgs, path: &std::path::Path) -> anyhow::Resul
         repair: args.repair,
         use_store: true,
     };
+    let run = RunMetrics::start("validate");
     let report = validate_batch(&batch, schedule, settings).await;
-    super::batch::finish(&report, args.json)
+    super::batch::finish(&report, args.json, &args.metrics, run).await
 }
 
 /// The exit code and the database revision found.
