@@ -368,6 +368,12 @@ fn metric(text: &str, line_prefix: &str) -> f64 {
         .sum()
 }
 
+/// The series starting with `line_prefix` in the `/metrics` text add up to `want`.
+#[track_caller]
+fn assert_metric(text: &str, line_prefix: &str, want: f64) {
+    assert_eq!(metric(text, line_prefix), want, "{line_prefix} in:\n{text}");
+}
+
 #[test]
 fn empty_dir_with_backups_is_restored_and_etcd_starts_on_the_served_config() {
     let Some(bins) = EtcdBins::get("3.5.1") else {
@@ -396,21 +402,15 @@ fn empty_dir_with_backups_is_restored_and_etcd_starts_on_the_served_config() {
         "ns-a"
     );
     let m = s.get("/metrics").body;
-    assert_eq!(
-        metric(
-            &m,
-            "etcdbr_restoration_duration_seconds_count{restore=\"single_node\",succeeded=\"true\"}"
-        ),
+    assert_metric(
+        &m,
+        "etcdbr_restoration_duration_seconds_count{restore=\"single_node\",succeeded=\"true\"}",
         1.0,
-        "{m}"
     );
-    assert_eq!(
-        metric(
-            &m,
-            "etcd_restore_initializations_total{outcome=\"restored\"}"
-        ),
+    assert_metric(
+        &m,
+        "etcd_restore_initializations_total{outcome=\"restored\"}",
         1.0,
-        "{m}"
     );
     // No staging directory left beside the data directory.
     let leftovers: Vec<_> = std::fs::read_dir(sc.tmp.path())
@@ -464,22 +464,13 @@ fn valid_dir_is_untouched_in_both_modes_and_a_running_etcd_fails_it() {
     );
     let m = s.get("/metrics").body;
     for mode in ["full", "sanity"] {
-        assert_eq!(
-            metric(
-                &m,
-                &format!(
-                    "etcd_restore_validation_verdicts_total{{mode=\"{mode}\",verdict=\"valid\"}}"
-                )
-            ),
+        assert_metric(
+            &m,
+            &format!("etcd_restore_validation_verdicts_total{{mode=\"{mode}\",verdict=\"valid\"}}"),
             1.0,
-            "{m}"
         );
     }
-    assert_eq!(
-        metric(&m, "etcdbr_restoration_duration_seconds_count"),
-        0.0,
-        "{m}"
-    );
+    assert_metric(&m, "etcdbr_restoration_duration_seconds_count", 0.0);
 
     let etcd = sc.start_etcd_from_config(&s, &bins);
     sc.fixture
@@ -535,13 +526,10 @@ fn corrupted_dir_is_restored() {
         "the corrupt directory was not replaced"
     );
     let m = s.get("/metrics").body;
-    assert_eq!(
-        metric(
-            &m,
-            "etcd_restore_validation_verdicts_total{mode=\"full\",verdict=\"corrupt\"}"
-        ),
+    assert_metric(
+        &m,
+        "etcd_restore_validation_verdicts_total{mode=\"full\",verdict=\"corrupt\"}",
         1.0,
-        "{m}"
     );
     let etcd = sc.start_etcd_from_config(&s, &bins);
     sc.fixture
@@ -580,13 +568,10 @@ fn stale_dir_is_restored() {
         s.log()
     );
     let m = s.get("/metrics").body;
-    assert_eq!(
-        metric(
-            &m,
-            "etcd_restore_validation_verdicts_total{mode=\"sanity\",verdict=\"stale\"}"
-        ),
+    assert_metric(
+        &m,
+        "etcd_restore_validation_verdicts_total{mode=\"sanity\",verdict=\"stale\"}",
         1.0,
-        "{m}"
     );
     let etcd = sc.start_etcd_from_config(&s, &bins);
     sc.fixture
@@ -618,18 +603,15 @@ fn wrong_volume_fails_and_touches_nothing() {
     );
     assert!(s.log().contains("wrong volume"), "{}", s.log());
     let m = s.get("/metrics").body;
-    assert_eq!(
-        metric(
-            &m,
-            "etcdbr_validation_duration_seconds_count{succeeded=\"false\"}"
-        ),
+    assert_metric(
+        &m,
+        "etcdbr_validation_duration_seconds_count{succeeded=\"false\"}",
         1.0,
-        "{m}"
     );
-    assert_eq!(
-        metric(&m, "etcd_restore_initializations_total{outcome=\"failed\"}"),
+    assert_metric(
+        &m,
+        "etcd_restore_initializations_total{outcome=\"failed\"}",
         1.0,
-        "{m}"
     );
 }
 
@@ -696,14 +678,11 @@ fn thousand_concurrent_requests_are_answered_while_an_initialization_runs() {
     );
     let m = s.get("/metrics").body;
     // 51 start requests, one initialization.
-    assert_eq!(metric(&m, "etcd_restore_initializations_total"), 1.0, "{m}");
-    assert_eq!(
-        metric(
-            &m,
-            "etcd_restore_initialization_duration_seconds_count{mode=\"full\",result=\"successful\"}"
-        ),
+    assert_metric(&m, "etcd_restore_initializations_total", 1.0);
+    assert_metric(
+        &m,
+        "etcd_restore_initialization_duration_seconds_count{mode=\"full\",result=\"successful\"}",
         1.0,
-        "{m}"
     );
 }
 
