@@ -274,6 +274,28 @@ impl Scene {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    /// The initialization ended `Successful` after a restore counted as `verdict_series` in
+    /// /metrics, and etcd started on the served config serves exactly the oracle's key space.
+    fn assert_restored_and_served(
+        &self,
+        s: &Server,
+        seen: &[String],
+        verdict_series: &str,
+        bins: &EtcdBins,
+    ) {
+        assert_eq!(
+            seen.last().map(String::as_str),
+            Some("Successful"),
+            "{}",
+            s.log()
+        );
+        assert_metric(&s.get("/metrics").body, verdict_series, 1.0);
+        let etcd = self.start_etcd_from_config(s, bins);
+        self.fixture
+            .oracle
+            .assert_matches(&etcd, self.fixture.oracle.final_revision);
+    }
+
     /// etcd-wrapper after `Successful`: fetch /config (≤ 5 tries), write it, start etcd on it.
     fn start_etcd_from_config(&self, s: &Server, bins: &EtcdBins) -> EtcdProcess {
         let mut conf = None;
@@ -515,26 +537,16 @@ fn corrupted_dir_is_restored() {
     std::fs::write(sc.data().join("marker"), "old").unwrap();
     let s = sc.server(&[], &[]);
     let seen = wrapper_initialize(&s, &sc.exit_code());
-    assert_eq!(
-        seen.last().map(String::as_str),
-        Some("Successful"),
-        "{}",
-        s.log()
-    );
     assert!(
         !sc.data().join("marker").exists(),
         "the corrupt directory was not replaced"
     );
-    let m = s.get("/metrics").body;
-    assert_metric(
-        &m,
+    sc.assert_restored_and_served(
+        &s,
+        &seen,
         "etcd_restore_validation_verdicts_total{mode=\"full\",verdict=\"corrupt\"}",
-        1.0,
+        &bins,
     );
-    let etcd = sc.start_etcd_from_config(&s, &bins);
-    sc.fixture
-        .oracle
-        .assert_matches(&etcd, sc.fixture.oracle.final_revision);
 }
 
 #[test]
@@ -561,22 +573,12 @@ fn stale_dir_is_restored() {
     let s = sc.server(&[], &[]);
     std::fs::write(sc.exit_code(), "interrupt").unwrap();
     let seen = wrapper_initialize(&s, &sc.exit_code());
-    assert_eq!(
-        seen.last().map(String::as_str),
-        Some("Successful"),
-        "{}",
-        s.log()
-    );
-    let m = s.get("/metrics").body;
-    assert_metric(
-        &m,
+    sc.assert_restored_and_served(
+        &s,
+        &seen,
         "etcd_restore_validation_verdicts_total{mode=\"sanity\",verdict=\"stale\"}",
-        1.0,
+        &bins,
     );
-    let etcd = sc.start_etcd_from_config(&s, &bins);
-    sc.fixture
-        .oracle
-        .assert_matches(&etcd, sc.fixture.oracle.final_revision);
 }
 
 #[test]
