@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use testkit::{ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, Fixture, tempfile};
+use testkit::{Cli, ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, Fixture, tempfile};
 
 const SCENARIOS: [&str; 2] = ["basic", "v1"];
 
+const CLI: Cli = Cli(env!("CARGO_BIN_EXE_etcd-restore"));
+
 fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_etcd-restore")
+    CLI.0
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -56,41 +58,6 @@ fn compact(store: &Path, temp: &Path, extra: &[&str]) -> (i32, serde_json::Value
     )
 }
 
-fn restore(store: &Path, dir: &Path) {
-    let out = Command::new(bin())
-        .arg("restore")
-        .arg("--store")
-        .arg(store)
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--keep-unknown-leases")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "restore: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn offline_hashkv(dir: &Path) -> (u32, i64) {
-    let out = Command::new(bin())
-        .args(["hashkv", "--json", "--data-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    (
-        v["hash"].as_u64().unwrap() as u32,
-        v["compact_revision"].as_i64().unwrap(),
-    )
-}
-
 /// The uploaded object decompressed into a snapshot file (db + sha256 trailer) for etcdutl.
 fn decompressed_snapshot(store: &Path, object: &str, ext: &str, out: &Path) {
     let src = store.join(object);
@@ -116,7 +83,7 @@ fn check_etcd(
     compacted: bool,
     check_offline_hash: bool,
 ) {
-    let ours = check_offline_hash.then(|| offline_hashkv(dir));
+    let ours = check_offline_hash.then(|| CLI.hashkv(dir));
     let etcd = EtcdProcess::start(bins, EtcdConfig::new(dir))
         .unwrap_or_else(|e| panic!("{what}: etcd {}: {e}", bins.version));
     let h = etcd.hashkv(None).unwrap();
@@ -180,7 +147,7 @@ fn compacted_snapshots_restore_to_the_oracle_key_space_on_etcd_3_5_and_3_4() {
                 };
                 // Our restore picks the new full snapshot (newest, highest revision).
                 let ours = tmp.path().join(format!("ours-{etcd_version}.etcd"));
-                restore(&store, &ours);
+                CLI.restore(&store, &ours, &["--keep-unknown-leases"]);
                 check_etcd(
                     &f,
                     &bins,
@@ -225,7 +192,7 @@ fn keep_history_serves_every_recorded_revision() {
             "history kept record for record"
         );
         let dir = tmp.path().join("restored.etcd");
-        restore(&store, &dir);
+        CLI.restore(&store, &dir, &["--keep-unknown-leases"]);
         // assert_matches also checks every historical dump and hashkv the oracle recorded.
         check_etcd(
             &f,

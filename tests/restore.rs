@@ -4,9 +4,10 @@
 //! (keys, revisions, historical reads, hashkv), and our offline hashkv must equal etcd's.
 
 use std::path::Path;
-use std::process::Command;
 
-use testkit::{ClusterSpec, ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, Fixture, tempfile};
+use testkit::{
+    Cli, ClusterSpec, ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, Fixture, tempfile,
+};
 
 const SCENARIOS: [&str; 6] = [
     "basic",
@@ -17,27 +18,10 @@ const SCENARIOS: [&str; 6] = [
     "lease-expired-1045",
 ];
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_etcd-restore")
-}
+const CLI: Cli = Cli(env!("CARGO_BIN_EXE_etcd-restore"));
 
 fn run_restore(store: &Path, data_dir: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = Command::new(bin())
-        .arg("restore")
-        .arg("--store")
-        .arg(store)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--json")
-        .args(extra)
-        .output()
-        .expect("run etcd-restore");
-    assert!(
-        out.status.success(),
-        "restore of {} failed: {}",
-        store.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = CLI.restore(store, data_dir, &[&["--json"], extra].concat());
     serde_json::from_slice(&out.stdout).expect("restore --json output")
 }
 
@@ -58,24 +42,6 @@ fn late_leases(f: &Fixture) -> Vec<i64> {
         .filter(|l| l.granted_revision > base_db_rev)
         .map(|l| l.id)
         .collect()
-}
-
-fn offline_hashkv(dir: &Path) -> (u32, i64) {
-    let out = Command::new(bin())
-        .args(["hashkv", "--json", "--data-dir"])
-        .arg(dir)
-        .output()
-        .expect("run hashkv");
-    assert!(
-        out.status.success(),
-        "hashkv: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    (
-        v["hash"].as_u64().unwrap() as u32,
-        v["compact_revision"].as_i64().unwrap(),
-    )
 }
 
 /// With lease IDs kept as they were, the restored `key` bucket must equal the source's record
@@ -99,7 +65,7 @@ fn restored_dirs_serve_exactly_the_source_data_on_etcd_3_5_and_3_4() {
                     f.oracle.final_revision,
                     "{version}/{scenario}: final revision"
                 );
-                let ours = offline_hashkv(&dir);
+                let ours = CLI.hashkv(&dir);
                 let etcd = EtcdProcess::start(&bins, EtcdConfig::new(&dir))
                     .unwrap_or_else(|e| panic!("etcd {etcd_version} on {version}/{scenario}: {e}"));
                 let theirs = etcd.hashkv(None).unwrap();
@@ -168,7 +134,8 @@ fn a_multi_member_restore_forms_a_healthy_cluster_with_equal_hashes() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = ClusterSpec::new(tmp.path(), &["m1", "m2", "m3"], "restored");
     let template = tmp.path().join("{name}.etcd");
-    let out = Command::new(bin())
+    let out = CLI
+        .command()
         .arg("restore")
         .arg("--store")
         .arg(f.store())

@@ -9,31 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use testkit::{EtcdBins, EtcdConfig, EtcdProcess, Fixture, tempfile};
+use testkit::{Cli, EtcdBins, EtcdConfig, EtcdProcess, Fixture, tempfile};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_etcd-restore")
-}
-
-fn restore(store: &Path, dir: &Path, extra: &[&str]) {
-    let out = Command::new(bin())
-        .arg("restore")
-        .arg("--store")
-        .arg(store)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "restore: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+const CLI: Cli = Cli(env!("CARGO_BIN_EXE_etcd-restore"));
 
 fn validate(dir: &Path, store: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    let out = Command::new(bin())
+    let out = CLI
+        .command()
         .args(["validate", "--json", "--data-dir"])
         .arg(dir)
         .arg("--store")
@@ -404,7 +386,8 @@ fn corpus(template: &Path, store: &Path, tmp: &Path) -> Vec<(&'static str, Label
     ));
     // Restored to an earlier revision: behind the store.
     let older = tmp.join("older.etcd");
-    let ls = Command::new(bin())
+    let ls = CLI
+        .command()
         .args(["ls", "--json", "--store"])
         .arg(store)
         .output()
@@ -429,7 +412,7 @@ fn corpus(template: &Path, store: &Path, tmp: &Path) -> Vec<(&'static str, Label
     let target = small.join(&oldest);
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     std::fs::copy(store.join(&oldest), &target).unwrap();
-    restore(&small, &older, &[]);
+    CLI.restore(&small, &older, &[]);
     v.push((
         "stale_revision",
         Label::Stale,
@@ -470,7 +453,7 @@ fn corruption_corpus_is_classified_as_real_etcd_behaves() {
     let f = Fixture::load("3.5.1", "basic").unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let template = tmp.path().join("template.etcd");
-    restore(&f.store(), &template, &[]);
+    CLI.restore(&f.store(), &template, &[]);
     let expected_rev = f.oracle.final_revision;
     let mut failures = Vec::new();
     let cases = corpus(&template, &f.store(), tmp.path());
@@ -512,7 +495,7 @@ fn hashkv_in_the_report_equals_etcds() {
         let f = Fixture::load("3.5.1", scenario).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("d.etcd");
-        restore(&f.store(), &dir, &[]);
+        CLI.restore(&f.store(), &dir, &[]);
         let (code, report) = validate(&dir, &f.store(), &["--mode", "full"]);
         assert_eq!(code, 0, "{scenario}: {report}");
         let etcd = EtcdProcess::start(&bins, EtcdConfig::new(&dir)).unwrap();
@@ -533,7 +516,7 @@ fn auto_mode_follows_exit_code_and_repair_keeps_a_copy() {
     let f = Fixture::load("3.5.1", "basic").unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d.etcd");
-    restore(&f.store(), &dir, &[]);
+    CLI.restore(&f.store(), &dir, &[]);
     let (_, r) = validate(&dir, &f.store(), &["--mode", "auto"]);
     assert_eq!(r["mode"], "full");
     std::fs::write(dir.join("exit_code"), "terminated\n").unwrap();
@@ -576,13 +559,13 @@ fn staleness_is_only_judged_for_single_member_clusters() {
     let behind = (f.oracle.final_revision - 5).to_string();
 
     let single = tmp.path().join("single.etcd");
-    restore(&f.store(), &single, &["--to-revision", &behind]);
+    CLI.restore(&f.store(), &single, &["--to-revision", &behind]);
     let (code, report) = validate(&single, &f.store(), &["--mode", "sanity"]);
     assert_eq!(code, 5, "{report}");
 
     let cluster = "m1=http://127.0.0.1:2380,m2=http://127.0.0.1:2381,m3=http://127.0.0.1:2382";
     let template = tmp.path().join("{name}.etcd");
-    restore(
+    CLI.restore(
         &f.store(),
         &tmp.path().join("unused"),
         &[

@@ -1,5 +1,6 @@
 //! testkit: test-only helpers shared by the workspace's tests and benches. See docs/testing.md.
 //!
+//! * [`Cli`]: the etcd-restore binary's common calls (restore, hashkv).
 //! * [`deps`]: where `.deps/` is, and the skip/require rule for missing dependencies.
 //! * [`EtcdBins`], [`EtcdConfig`], [`EtcdProcess`]: a real etcd on 127.0.0.1 free ports,
 //!   health-waited, queried through etcdctl, always stopped by PID (also on panic).
@@ -9,6 +10,7 @@
 //!   and the comparison of a running etcd with it.
 //! * [`GoOracle`]: the Go bbolt/compress/encoding-json reference binary.
 
+pub mod cli;
 pub mod cluster;
 pub mod deps;
 pub mod error;
@@ -27,6 +29,7 @@ pub mod tree;
 // base64, serde_json and tempfile are re-exported so integration tests need no
 // dev-dependencies of their own.
 pub use base64;
+pub use cli::Cli;
 pub use cluster::ClusterSpec;
 pub use error::{Error, Result};
 pub use etcd::{ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, HashKv, Member, Range, Status};
