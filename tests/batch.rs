@@ -76,6 +76,14 @@ fn member<'a>(report: &'a Value, alias: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no member {alias} in {report:#}"))
 }
 
+/// Each alias's status in a JSON report, in the order given.
+fn statuses<'a>(report: &'a Value, aliases: &[&str]) -> Vec<&'a str> {
+    aliases
+        .iter()
+        .map(|a| member(report, a)["status"].as_str().unwrap())
+        .collect()
+}
+
 /// Real etcd on the restored dir serves exactly what the source cluster served.
 fn assert_serves(bins: &EtcdBins, dir: &Path, f: &Fixture) {
     let etcd = EtcdProcess::start(bins, EtcdConfig::new(dir)).unwrap();
@@ -280,11 +288,10 @@ fn a_member_with_a_corrupted_backup_fails_alone() {
     let o = run(&["restore", "--json", &metrics_flag], &file);
     assert_eq!(o.status.code(), Some(1));
     let report = json_report(&o);
-    let statuses: Vec<&str> = aliases
-        .iter()
-        .map(|a| member(&report, a)["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["succeeded", "failed", "skipped"]);
+    assert_eq!(
+        statuses(&report, &aliases),
+        ["succeeded", "failed", "skipped"]
+    );
     // ... and its metrics name the member that failed.
     let text = fs::read_to_string(&prom).unwrap();
     for line in [
@@ -315,11 +322,10 @@ fn a_member_with_a_corrupted_backup_fails_alone() {
     );
     assert_eq!(o.status.code(), Some(1));
     let report = json_report(&o);
-    let statuses: Vec<&str> = aliases
-        .iter()
-        .map(|a| member(&report, a)["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["succeeded", "failed", "succeeded"]);
+    assert_eq!(
+        statuses(&report, &aliases),
+        ["succeeded", "failed", "succeeded"]
+    );
     let table = run(&["validate", "--continue-on-error"], &file);
     let text = String::from_utf8_lossy(&table.stdout);
     assert_eq!(table.status.code(), Some(1), "{text}");

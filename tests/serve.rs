@@ -283,12 +283,7 @@ impl Scene {
         verdict_series: &str,
         bins: &EtcdBins,
     ) {
-        assert_eq!(
-            seen.last().map(String::as_str),
-            Some("Successful"),
-            "{}",
-            s.log()
-        );
+        assert_ended(&s, &seen, "Successful");
         assert_metric(&s.get("/metrics").body, verdict_series, 1.0);
         let etcd = self.start_etcd_from_config(s, bins);
         self.fixture
@@ -390,6 +385,12 @@ fn metric(text: &str, line_prefix: &str) -> f64 {
         .sum()
 }
 
+/// etcd-wrapper's polling ended on `status` (`Successful` or `Failed`).
+#[track_caller]
+fn assert_ended(s: &Server, seen: &[String], status: &str) {
+    assert_eq!(seen.last().map(String::as_str), Some(status), "{}", s.log());
+}
+
 /// The series starting with `line_prefix` in the `/metrics` text add up to `want`.
 #[track_caller]
 fn assert_metric(text: &str, line_prefix: &str, want: f64) {
@@ -460,12 +461,7 @@ fn valid_dir_is_untouched_in_both_modes_and_a_running_etcd_fails_it() {
     let before = fingerprint(sc.data());
     let s = sc.server(&["--lock-timeout", "1"], &[]);
     let seen = wrapper_initialize(&s, &sc.exit_code());
-    assert_eq!(
-        seen.last().map(String::as_str),
-        Some("Successful"),
-        "{}",
-        s.log()
-    );
+    assert_ended(&s, &seen, "Successful");
     assert_eq!(
         fingerprint(sc.data()),
         before,
@@ -473,12 +469,7 @@ fn valid_dir_is_untouched_in_both_modes_and_a_running_etcd_fails_it() {
     );
     std::fs::write(sc.exit_code(), "terminated\n").unwrap();
     let seen = wrapper_initialize(&s, &sc.exit_code());
-    assert_eq!(
-        seen.last().map(String::as_str),
-        Some("Successful"),
-        "{}",
-        s.log()
-    );
+    assert_ended(&s, &seen, "Successful");
     assert_eq!(
         fingerprint(sc.data()),
         before,
@@ -507,12 +498,7 @@ fn valid_dir_is_untouched_in_both_modes_and_a_running_etcd_fails_it() {
     };
     let during = ino();
     let seen = wrapper_initialize(&s, &sc.exit_code());
-    assert_eq!(
-        seen.last().map(String::as_str),
-        Some("Failed"),
-        "{}",
-        s.log()
-    );
+    assert_ended(&s, &seen, "Failed");
     assert!(
         s.log().contains("another process holds the lock"),
         "{}",
@@ -591,12 +577,7 @@ fn wrong_volume_fails_and_touches_nothing() {
     let before = fingerprint(sc.data());
     let s = sc.server(&[], &[("POD_NAMESPACE", "my-namespace")]);
     let seen = wrapper_initialize(&s, &sc.exit_code());
-    assert_eq!(
-        seen.last().map(String::as_str),
-        Some("Failed"),
-        "{}",
-        s.log()
-    );
+    assert_ended(&s, &seen, "Failed");
     assert_eq!(s.get("/initialization/status").body, "New");
     assert_eq!(fingerprint(sc.data()), before);
     assert_eq!(
@@ -672,12 +653,7 @@ fn thousand_concurrent_requests_are_answered_while_an_initialization_runs() {
     db.unlock().unwrap();
     drop(db);
     let seen = wrapper_initialize(&s, &sc.exit_code());
-    assert_eq!(
-        seen.last().map(String::as_str),
-        Some("Successful"),
-        "{}",
-        s.log()
-    );
+    assert_ended(&s, &seen, "Successful");
     let m = s.get("/metrics").body;
     // 51 start requests, one initialization.
     assert_metric(&m, "etcd_restore_initializations_total", 1.0);
