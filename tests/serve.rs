@@ -283,7 +283,7 @@ impl Scene {
         verdict_series: &str,
         bins: &EtcdBins,
     ) {
-        assert_ended(&s, &seen, "Successful");
+        assert_ended(s, seen, "Successful");
         assert_metric(&s.get("/metrics").body, verdict_series, 1.0);
         let etcd = self.start_etcd_from_config(s, bins);
         self.fixture
