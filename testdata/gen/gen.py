@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import http.client
 import json
+import math
 import os
 import random
 import shutil
@@ -126,8 +127,47 @@ def go_compress(kind, data):
     return r.stdout
 
 
+def go_compress_file(kind, src, dst):
+    """go_compress from file to file, streamed (bench bases are GiBs)."""
+    if kind == "none":
+        shutil.copyfile(src, dst)
+        return
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        r = subprocess.run([ORACLE_BIN, "compress", kind], stdin=fin, stdout=fout, stderr=subprocess.PIPE, timeout=7200)
+    if r.returncode != 0:
+        raise RuntimeError(f"bboltoracle compress {kind}: {r.stderr.decode(errors='replace')}")
+
+
+def file_sha256(path, skip_tail=0):
+    """SHA-256 of a file without its last `skip_tail` bytes, and that tail."""
+    h = hashlib.sha256()
+    size = os.path.getsize(path)
+    left = size - skip_tail
+    with open(path, "rb") as f:
+        while left > 0:
+            chunk = f.read(min(left, 8 << 20))
+            if not chunk:
+                raise RuntimeError(f"{path}: short read")
+            h.update(chunk)
+            left -= len(chunk)
+        tail = f.read(skip_tail)
+    return h, tail, size
+
+
 # ---------------------------------------------------------------------------------------------
 # etcd
+
+
+def kv_record(key, create_revision, mod_revision, version, value, lease):
+    """One key of an oracle dump (docs/testing.md)."""
+    o = {"key": b64(key), "create_revision": create_revision, "mod_revision": mod_revision, "version": version}
+    if len(value) > INLINE_VALUE_MAX:
+        o["value_len"] = len(value)
+        o["value_sha256"] = hashlib.sha256(value).hexdigest()
+    else:
+        o["value"] = b64(value)
+    o["lease"] = lease
+    return o
 
 
 class Etcd:
@@ -149,6 +189,9 @@ class Etcd:
         self.peer_port = free_port()
         self.proc = None
         self.conn = None
+        # Room for the MiB-sized values and the big benchmark db (the bench raises both).
+        self.max_request_bytes = 3145728
+        self.extra_args = []
 
     @property
     def client_url(self):
@@ -176,9 +219,8 @@ class Etcd:
             f"--initial-cluster-token={self.token}",
             "--initial-cluster-state=new",
             "--log-level=warn",
-            # Room for the MiB-sized values and the big benchmark db.
-            "--max-request-bytes=3145728",
-        ]
+            f"--max-request-bytes={self.max_request_bytes}",
+        ] + list(self.extra_args)
         if quota_bytes:
             cmd.append(f"--quota-backend-bytes={quota_bytes}")
         if self.version.startswith("3.5"):
@@ -220,11 +262,14 @@ class Etcd:
 
     def call(self, path, body):
         """POST to the v3 JSON gateway on a kept-alive connection."""
-        data = json.dumps(body).encode()
+        return self.post_raw(path, json.dumps(body).encode())
+
+    def post_raw(self, path, data):
+        """POST an already encoded JSON body to the v3 gateway; the parsed response."""
         for attempt in range(3):
             try:
                 if self.conn is None:
-                    self.conn = http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=120)
+                    self.conn = http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=300)
                 self.conn.request("POST", "/v3/" + path, body=data, headers={"Content-Type": "application/json"})
                 resp = self.conn.getresponse()
                 out = resp.read()
@@ -257,25 +302,26 @@ class Etcd:
         return int(self.call("kv/range", {"key": b64(b"\0"), "limit": 1})["header"]["revision"])
 
     def range_all(self, rev):
-        """Every key at `rev`, paginated (values can be MiB-sized)."""
+        """Every key at `rev` as oracle dump records (kv_record: values > INLINE_VALUE_MAX by
+        length + sha256 only, so a GiB-sized db is never held), paginated."""
         out, start = [], b"\0"
         while True:
             r = self.call("kv/range", {"key": b64(start), "range_end": b64(b"\0"), "revision": rev, "limit": 64})
             kvs = r.get("kvs") or []
             for kv in kvs:
                 out.append(
-                    {
-                        "key": unb64(kv.get("key")),
-                        "create_revision": int(kv.get("create_revision", 0)),
-                        "mod_revision": int(kv.get("mod_revision", 0)),
-                        "version": int(kv.get("version", 0)),
-                        "value": unb64(kv.get("value")),
-                        "lease": int(kv.get("lease", 0)),
-                    }
+                    kv_record(
+                        unb64(kv.get("key")),
+                        int(kv.get("create_revision", 0)),
+                        int(kv.get("mod_revision", 0)),
+                        int(kv.get("version", 0)),
+                        unb64(kv.get("value")),
+                        int(kv.get("lease", 0)),
+                    )
                 )
             if not r.get("more") or not kvs:
                 return out
-            start = out[-1]["key"] + b"\0"
+            start = unb64(kvs[-1].get("key")) + b"\0"
 
     def hashkv(self, rev):
         j = json.loads(self.ctl("endpoint", "hashkv", f"--rev={rev}", "--write-out=json"))
@@ -283,13 +329,11 @@ class Etcd:
         return {"revision": rev, "hash": int(h.get("hash", 0)), "compact_revision": int(h.get("compact_revision", 0))}
 
     def snapshot_save(self, path):
-        self.ctl("snapshot", "save", path)
-        with open(path, "rb") as f:
-            return f.read()
+        self.ctl("snapshot", "save", path, timeout=7200)
 
     def snapshot_db_revision(self, path):
         if self.etcdutl:
-            out = self.ctl("snapshot", "status", path, "--write-out=json", tool=self.etcdutl)
+            out = self.ctl("snapshot", "status", path, "--write-out=json", tool=self.etcdutl, timeout=7200)
         else:
             out = self.ctl("snapshot", "status", path, "--write-out=json")
         return int(json.loads(out)["revision"])
@@ -474,6 +518,10 @@ class Gen:
         self.leases = {}  # id -> record
         self.key_lease = {}  # key -> lease id
         self.pinned = set()  # keys the random workload leaves alone
+        # Oracle dumps: "all" (every full's db revision, the final revision and the extras),
+        # "final" (the final revision and the extras), "none" (hashkv records only).
+        self.dump_mode = "all"
+        self.extra = {}  # more top-level oracle fields (bench: what was generated)
         self.compact_revision = 0
         self.notes = ""
         self.store = os.path.join(out, "store")
@@ -732,15 +780,22 @@ class Gen:
 
     # --- snapshots, the way etcd-backup-restore's snapshotter takes them ---
 
-    def _write_object(self, kind, start, last, compression, final, body, snapdir):
+    def _write_object(self, kind, start, last, compression, final, body, snapdir, body_path=None):
+        """Writes one object: `body` (bytes, trailer included) or the file `body_path`."""
         created = self.now_ns // 10**9
         name = f"{kind}-{start:08d}-{last:08d}-{created}{SUFFIX[compression]}{'.final' if final else ''}"
         rel = f"v2/{name}" if self.layout == "v2" else f"v1/{snapdir}/{name}"
-        data = go_compress(compression, body)
         path = os.path.join(self.store, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
+        if body_path is None:
+            data = go_compress(compression, body)
+            with open(path, "wb") as f:
+                f.write(data)
+            size, body_sha256, body_size = len(data), hashlib.sha256(body[:-32]).hexdigest(), len(body) - 32
+        else:
+            h, _tail, total = file_sha256(body_path, 32)
+            go_compress_file(compression, body_path, path)
+            size, body_sha256, body_size = os.path.getsize(path), h.hexdigest(), total - 32
         rec = {
             "path": rel,
             "kind": kind,
@@ -749,11 +804,12 @@ class Gen:
             "created_on": created,
             "compression": compression,
             "final": final,
-            "size": len(data),
-            "body_sha256": hashlib.sha256(body[:-32]).hexdigest(),
+            "size": size,
+            "body_size": body_size,
+            "body_sha256": body_sha256,
         }
         self.objects.append(rec)
-        log(f"{self.version}/{self.scenario}: {rel} ({len(data)} bytes)")
+        log(f"{self.version}/{self.scenario}: {rel} ({size} bytes, body {body_size})")
         return rec
 
     def full(self, compression="gzip", final=False, racing=0):
@@ -765,20 +821,24 @@ class Gen:
         self.advance(self.rng.uniform(0.5, 3))
         self.snap_seq += 1
         tmp = os.path.join(self.workdir, f"full-{self.snap_seq}.db")
-        body = self.etcd.snapshot_save(tmp)
+        self.etcd.snapshot_save(tmp)
         db_rev = self.etcd.snapshot_db_revision(tmp)
-        os.remove(tmp)
-        if len(body) % 512 != 32 or hashlib.sha256(body[:-32]).digest() != body[-32:]:
+        h, tail, size = file_sha256(tmp, 32)
+        if size % 512 != 32 or h.digest() != tail:
             raise RuntimeError("etcd snapshot stream without a valid sha256 trailer")
         snapdir = f"Backup-{self.now_ns // 10**9}"
-        rec = self._write_object("Full", 0, name_rev, compression, final, body, snapdir)
+        rec = self._write_object("Full", 0, name_rev, compression, final, None, snapdir, body_path=tmp)
+        os.remove(tmp)
         rec["db_revision"] = db_rev
         self.prev = {"last": name_rev, "dir": snapdir}
         # Events collected since the last delta are dropped; the watch restarts after the name.
         if self.watcher:
             self.watcher.stop()
         self.watcher = Watcher(self.etcd, name_rev + 1)
-        self.checkpoint(db_rev)
+        if self.dump_mode == "all":
+            self.checkpoint(db_rev)
+        else:
+            self.hashkv_at(db_rev)
         self.advance(1)
         return rec
 
@@ -812,6 +872,9 @@ class Gen:
     def checkpoint(self, rev):
         if rev not in self.dumps:
             self.dumps[rev] = self.etcd.range_all(rev)
+        self.hashkv_at(rev)
+
+    def hashkv_at(self, rev):
         h = self.etcd.hashkv(rev)
         if h not in self.hashkvs:
             self.hashkvs.append(h)
@@ -822,7 +885,10 @@ class Gen:
             self.watcher.stop()
             self.watcher = None
         for rev in sorted(set(extra_dumps) | {final_revision}):
-            self.checkpoint(rev)
+            if self.dump_mode == "none":
+                self.hashkv_at(rev)
+            else:
+                self.checkpoint(rev)
         # hashkv of every recorded revision that survived the compaction, as of now.
         for rev in sorted({h["revision"] for h in self.hashkvs} | set(self.dumps)):
             if rev >= self.compact_revision and rev <= final_revision:
@@ -835,21 +901,6 @@ class Gen:
                 ttl = int(self.etcd.call("lease/timetolive", {"ID": str(lid)}).get("TTL", -1))
                 if ttl == -1:
                     rec["state"] = "expired"
-
-        def kv_json(kv):
-            o = {
-                "key": b64(kv["key"]),
-                "create_revision": kv["create_revision"],
-                "mod_revision": kv["mod_revision"],
-                "version": kv["version"],
-            }
-            if len(kv["value"]) > INLINE_VALUE_MAX:
-                o["value_len"] = len(kv["value"])
-                o["value_sha256"] = hashlib.sha256(kv["value"]).hexdigest()
-            else:
-                o["value"] = b64(kv["value"])
-            o["lease"] = kv["lease"]
-            return o
 
         def lease_json(rec):
             return {
@@ -875,17 +926,22 @@ class Gen:
             },
             "members": self.etcd.members(),
             "hashkv": sorted(self.hashkvs, key=lambda h: (h["revision"], h["compact_revision"])),
-            "dumps": [{"revision": r, "kvs": [kv_json(kv) for kv in self.dumps[r]]} for r in sorted(self.dumps)],
+            "dumps": [{"revision": r, "kvs": self.dumps[r]} for r in sorted(self.dumps)],
             "objects": self.objects,
             "leases": {
                 st: [lease_json(r) for r in sorted(self.leases.values(), key=lambda r: r["id"]) if r["state"] == st]
                 for st in ("alive", "expired", "revoked")
             },
             "auth": self.auth,
+            **self.extra,
             "notes": self.notes,
         }
+        self.oracle = oracle
+        self.write_oracle()
+
+    def write_oracle(self):
         with open(os.path.join(self.out, "oracle.json"), "w") as f:
-            f.write(oracle_text(oracle))
+            f.write(oracle_text(self.oracle))
 
 
 def oracle_text(oracle):
@@ -1128,46 +1184,693 @@ def generate(version, scenario, out, seed):
 
 
 # ---------------------------------------------------------------------------------------------
-# Benchmark inputs (not committed): a >= 1 GiB db and >= 100k revisions of deltas.
+# Benchmark inputs (not committed): a big base db and >= 100k revisions of deltas.
+#
+# Two mixes. "k8s" (the default): what a Kubernetes apiserver keeps in etcd — many small
+# leases and events, pods/deployments/services of 2–20 KB, configmaps (compressible text) and
+# secrets (random, base64) of 1–100 KB, ~0.5 % of keys 0.5–1 MiB; values are JSON with the
+# real objects' structure and random parts (names, uids, hashes, IPs, env values), so they
+# compress about as etcd's contents do. The workload after the base is the apiserver's: lease
+# renewals and pod status updates dominate, events are created with a lease (TTL 2 h) and
+# deleted, some objects are created, updated and deleted. "blobs": the older fill of 1 MiB
+# values (a repeated 4 KiB random unit) followed by the fixtures' random workload.
 
 
-def bench(version, out, seed, revisions, db_bytes, delta_limit):
+class Raw:
+    """Pre-encoded JSON text inside a document for KubeValues.dumps."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
+
+
+class KubeValues:
+    """Seeded Kubernetes-like object values. Static parts of an object (its spec) come from an
+    rng seeded with its key, so successive versions of one object differ where the real ones
+    do (status, resourceVersion, timestamps)."""
+
+    SYLL = ["ka", "lo", "mi", "ne", "po", "ra", "si", "tu", "ve", "xo", "ba", "de", "fi", "go", "hu",
+            "ja", "ki", "lu", "ma", "no", "pe", "qui", "ro", "sa", "te", "vi", "wo", "ya", "zu", "an"]
+    REASONS = [("Normal", "Scheduled"), ("Normal", "Pulling"), ("Normal", "Pulled"), ("Normal", "Created"),
+               ("Normal", "Started"), ("Normal", "Killing"), ("Warning", "BackOff"), ("Warning", "Unhealthy"),
+               ("Warning", "FailedMount"), ("Normal", "SuccessfulCreate"), ("Normal", "ScalingReplicaSet")]
+
+    def __init__(self, rng, clock):
+        self.rng = rng
+        self.clock = clock  # -> synthetic ns
+        r = random.Random(rng.random())
+        self.words = sorted({"".join(r.choice(self.SYLL) for _ in range(r.randint(2, 4))) for _ in range(4000)})
+        self.images = [
+            f"registry.example.com/{r.choice(self.words)}/{r.choice(self.words)}:v{r.randint(0, 9)}.{r.randint(0, 30)}.{r.randint(0, 99)}"
+            for _ in range(400)
+        ]
+        # Config text is drawn from a small pool of lines (real config files repeat themselves:
+        # ~4x with gzip); env entries and annotations from pools of pre-encoded JSON fragments.
+        self.lines = [self._line(r) for _ in range(2500)]
+        self.env_frags = [self._env_frag(r) for _ in range(20000)]
+        self.ann_frags = [self._ann_frag(r) for _ in range(10000)]
+        self.nodes = [f"node-{r.choice(self.words)}-{i:04d}" for i in range(200)]
+
+    # --- random parts ---
+
+    def word(self, r):
+        return r.choice(self.words)
+
+    def hexs(self, r, n):
+        return r.randbytes((n + 1) // 2).hex()[:n]
+
+    def uid(self, r):
+        h = self.hexs(r, 32)
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    def ts(self, r=None, back_s=0):
+        ns = self.clock() - (r.randint(0, back_s) * 10**9 if r and back_s else 0)
+        return datetime.datetime.fromtimestamp(ns // 10**9, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def ip(self, r):
+        return f"10.{r.randrange(256)}.{r.randrange(256)}.{r.randrange(1, 255)}"
+
+    def _line(self, r):
+        w = self.word
+        k = r.random()
+        ind = "  " * r.randint(0, 3)
+        if k < 0.12:
+            return f"{ind}# {' '.join(w(r) for _ in range(r.randint(3, 10)))}"
+        if k < 0.25:
+            return f"{ind}- {w(r)}.{w(r)}.svc.cluster.local:{r.choice((80, 443, 8080, 9090, 6379))}"
+        if k < 0.40:
+            return f"{ind}{w(r)}_{w(r)}: {r.randint(0, 100000)}"
+        if k < 0.50:
+            return f"{ind}{w(r)}: {r.choice(('true', 'false', 'null'))}"
+        if k < 0.60:
+            return f'{ind}{w(r)}: "https://{w(r)}.example.com/{w(r)}/{w(r)}?id={r.randint(0, 99999)}"'
+        if k < 0.70:
+            return f"{ind}{w(r)}Ref: {self.hexs(r, r.choice((8, 16, 40)))}"
+        return f"{ind}{w(r)}{w(r).capitalize()}: {' '.join(w(r) for _ in range(r.randint(1, 6)))}"
+
+    def text(self, r, n):
+        """~n bytes of config-file text: lines drawn from a pool (compresses ~3-4x)."""
+        out, size = [], 0
+        while size < n:
+            batch = r.choices(self.lines, k=max(1, (n - size) // 45))
+            out += batch
+            size += sum(len(x) + 1 for x in batch)
+        return "\n".join(out)
+
+    def env_value(self, r):
+        k = r.random()
+        if k < 0.15:
+            return self.hexs(r, r.choice((16, 32, 40, 64)))
+        if k < 0.45:
+            return f"http://{self.word(r)}.{self.word(r)}.svc.cluster.local:{r.choice((80, 8080, 9090))}/{self.word(r)}"
+        if k < 0.7:
+            return " ".join(self.word(r) for _ in range(r.randint(1, 5)))
+        if k < 0.95:
+            return str(r.randint(0, 10**r.randint(1, 9)))
+        return base64.b64encode(r.randbytes(r.randint(12, 60))).decode()
+
+    def _env_frag(self, r):
+        name = "_".join(self.word(r).upper() for _ in range(r.randint(1, 3)))
+        return json.dumps({"name": name, "value": self.env_value(r)}, separators=(",", ":"))
+
+    def _ann_frag(self, r):
+        k = f"{self.word(r)}.example.com/{self.word(r)}-{self.word(r)}"
+        return json.dumps(k) + ":" + json.dumps(self.env_value(r))
+
+    @staticmethod
+    def _pick(r, pool, n):
+        out, size = [], 0
+        while size < n:
+            batch = r.choices(pool, k=max(1, (n - size) // 60))
+            out += batch
+            size += sum(len(x) + 1 for x in batch)
+        return out
+
+    def env(self, r, n):
+        """An env list of about n bytes of JSON (raw JSON text, see dumps)."""
+        return Raw("[" + ",".join(self._pick(r, self.env_frags, n)) + "]")
+
+    def annotations(self, r, n):
+        return Raw("{" + ",".join(self._pick(r, self.ann_frags, n)) + "}")
+
+    def meta(self, r, kind_key, ns, name, labels=None):
+        m = {
+            "name": name,
+            "namespace": ns,
+            "uid": self.uid(r),
+            "resourceVersion": str(self.rng.randint(1, 10**8)),
+            "creationTimestamp": self.ts(r, 86400 * 30),
+            "labels": labels or {"app": name.split("-")[0], "tier": r.choice(("web", "db", "cache", "batch"))},
+        }
+        return m
+
+    def managed(self, r, manager, op="Update"):
+        return [{"manager": manager, "operation": op, "apiVersion": "v1", "time": self.ts(r, 86400),
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}}}}}]
+
+    @staticmethod
+    def dumps(doc):
+        """Compact JSON; Raw values (pre-encoded JSON text) are spliced in."""
+        raws = []
+
+        def default(o):
+            if isinstance(o, Raw):
+                raws.append(o.text)
+                return f"\0raw{len(raws) - 1}\0"
+            raise TypeError(type(o))
+
+        text = json.dumps(doc, separators=(",", ":"), default=default)
+        for i, raw in enumerate(raws):
+            text = text.replace(f'"\\u0000raw{i}\\u0000"', raw, 1)
+        return text.encode()
+
+    # --- objects (each returns bytes of about `size`) ---
+
+    def lease(self, key, ns, name, size):
+        r = self.rng
+        doc = {"kind": "Lease", "apiVersion": "coordination.k8s.io/v1",
+               "metadata": {"name": name, "namespace": ns, "uid": self.uid(random.Random(key)),
+                            "resourceVersion": str(r.randint(1, 10**8)), "creationTimestamp": self.ts(random.Random(key), 86400)},
+               "spec": {"holderIdentity": name if ns == "kube-node-lease" else f"{name}-{self.hexs(r, 10)}",
+                        "leaseDurationSeconds": 40, "renewTime": self.ts() [:-1] + f".{r.randint(0, 999999):06d}Z"}}
+        if size > 400:
+            doc["metadata"]["managedFields"] = self.managed(random.Random(key), "kubelet")
+        if size > 600:
+            doc["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": self.uid(random.Random(key))}]
+        return self.dumps(doc)
+
+    def event(self, ns, name, size):
+        r = self.rng
+        typ, reason = r.choice(self.REASONS)
+        pod = name.rsplit(".", 1)[0]
+        msg = f"{reason} {pod}: " + " ".join(self.word(r) for _ in range(r.randint(3, 12)))
+        if size > 900:
+            msg += "\n" + self.text(r, size - 900)
+        doc = {"kind": "Event", "apiVersion": "v1",
+               "metadata": {"name": name, "namespace": ns, "uid": self.uid(r), "resourceVersion": str(r.randint(1, 10**8)),
+                            "creationTimestamp": self.ts()},
+               "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod, "uid": self.uid(r), "apiVersion": "v1",
+                                  "resourceVersion": str(r.randint(1, 10**8)), "fieldPath": f"spec.containers{{{self.word(r)}}}"},
+               "reason": reason, "message": msg, "source": {"component": "kubelet", "host": r.choice(self.nodes)},
+               "firstTimestamp": self.ts(r, 3600), "lastTimestamp": self.ts(), "count": r.randint(1, 50), "type": typ,
+               "eventTime": None, "reportingComponent": "", "reportingInstance": ""}
+        return self.dumps(doc)
+
+    def containers(self, s, n_bytes):
+        n = s.randint(1, 3)
+        return [{"name": self.word(s), "image": s.choice(self.images),
+                 "args": [f"--{self.word(s)}={self.word(s)}" for _ in range(s.randint(0, 6))],
+                 "ports": [{"containerPort": s.choice((80, 8080, 9090, 443)), "protocol": "TCP"}],
+                 "env": self.env(s, n_bytes // n),
+                 "resources": {"requests": {"cpu": f"{s.randint(10, 2000)}m", "memory": f"{s.randint(16, 4096)}Mi"}},
+                 "terminationMessagePath": "/dev/termination-log", "imagePullPolicy": "IfNotPresent"} for _ in range(n)]
+
+    def pod(self, key, ns, name, size, phase="Running"):
+        r, s = self.rng, random.Random(key)
+        meta = self.meta(s, key, ns, name)
+        meta["resourceVersion"] = str(r.randint(1, 10**8))
+        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name.rsplit("-", 1)[0],
+                                    "uid": self.uid(s), "controller": True, "blockOwnerDeletion": True}]
+        meta["managedFields"] = self.managed(s, "kube-controller-manager") + self.managed(r, "kubelet")
+        node = s.choice(self.nodes)
+        doc = {"kind": "Pod", "apiVersion": "v1", "metadata": meta,
+               "spec": {"containers": self.containers(s, max(0, size - 1700)), "restartPolicy": "Always", "nodeName": node,
+                        "serviceAccountName": "default", "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler"},
+               "status": {"phase": phase, "hostIP": self.ip(s), "podIP": self.ip(r), "startTime": self.ts(r, 86400),
+                          "conditions": [{"type": t, "status": r.choice(("True", "True", "False")), "lastTransitionTime": self.ts(r, 3600)}
+                                         for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
+                          "containerStatuses": [{"name": self.word(s), "ready": True, "restartCount": r.randint(0, 5),
+                                                 "image": s.choice(self.images), "imageID": "sha256:" + self.hexs(s, 64),
+                                                 "containerID": "containerd://" + self.hexs(r, 64),
+                                                 "state": {"running": {"startedAt": self.ts(r, 86400)}}}]}}
+        return self.dumps(doc)
+
+    def deployment(self, key, ns, name, size):
+        r, s = self.rng, random.Random(key)
+        meta = self.meta(s, key, ns, name)
+        meta["resourceVersion"] = str(r.randint(1, 10**8))
+        meta["annotations"] = {"deployment.kubernetes.io/revision": str(r.randint(1, 40))}
+        reps = s.randint(1, 10)
+        doc = {"kind": "Deployment", "apiVersion": "apps/v1", "metadata": meta,
+               "spec": {"replicas": reps, "selector": {"matchLabels": meta["labels"]},
+                        "template": {"metadata": {"labels": meta["labels"]},
+                                     "spec": {"containers": self.containers(s, max(0, size - 1200))}},
+                        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}},
+               "status": {"observedGeneration": r.randint(1, 100), "replicas": reps, "readyReplicas": r.randint(0, reps),
+                          "conditions": [{"type": "Available", "status": "True", "lastUpdateTime": self.ts(r, 3600),
+                                          "reason": "MinimumReplicasAvailable"}]}}
+        return self.dumps(doc)
+
+    def service(self, key, ns, name, size):
+        r, s = self.rng, random.Random(key)
+        meta = self.meta(s, key, ns, name)
+        meta["resourceVersion"] = str(r.randint(1, 10**8))
+        meta["annotations"] = self.annotations(s, max(0, size - 700))
+        doc = {"kind": "Service", "apiVersion": "v1", "metadata": meta,
+               "spec": {"ports": [{"name": self.word(s), "protocol": "TCP", "port": s.choice((80, 443, 8080)),
+                                   "targetPort": s.randint(1024, 65535)} for _ in range(s.randint(1, 4))],
+                        "selector": meta["labels"], "clusterIP": self.ip(s), "type": "ClusterIP", "sessionAffinity": "None"},
+               "status": {"loadBalancer": {}}}
+        return self.dumps(doc)
+
+    def configmap(self, key, ns, name, size):
+        r = self.rng
+        meta = self.meta(random.Random(key), key, ns, name)
+        meta["resourceVersion"] = str(r.randint(1, 10**8))
+        files = r.randint(1, 3)
+        data = {f"{self.word(r)}.yaml": self.text(r, max(16, (size - 400) // files)) for _ in range(files)}
+        return self.dumps({"kind": "ConfigMap", "apiVersion": "v1", "metadata": meta, "data": data})
+
+    def secret(self, key, ns, name, size):
+        r = self.rng
+        meta = self.meta(random.Random(key), key, ns, name)
+        meta["resourceVersion"] = str(r.randint(1, 10**8))
+        n = max(16, (size - 450) * 3 // 4)
+        a = r.randint(n // 4, n)
+        data = {"tls.crt": base64.b64encode(r.randbytes(a)).decode(), "tls.key": base64.b64encode(r.randbytes(n - a)).decode()}
+        return self.dumps({"kind": "Secret", "apiVersion": "v1", "metadata": meta, "type": "kubernetes.io/tls", "data": data})
+
+    def big(self, key, ns, name, size):
+        """0.5–1 MiB: a CRD-like schema or dashboards configmap (text), or a configmap with a
+        binaryData half (random)."""
+        r = self.rng
+        if r.random() < 0.7:
+            return self.configmap(key, ns, name, size)
+        meta = self.meta(random.Random(key), key, ns, name)
+        half = size // 2
+        return self.dumps({"kind": "ConfigMap", "apiVersion": "v1", "metadata": meta,
+                           "data": {"dashboard.json": self.text(r, half)},
+                           "binaryData": {"bundle.tgz": base64.b64encode(r.randbytes((size - half) * 3 // 4)).decode()}})
+
+
+def loguniform(r, lo, hi):
+    return int(math.exp(r.uniform(math.log(lo), math.log(hi))))
+
+
+class KubeKeys:
+    """Key classes of the k8s mix: count weight in the base, size range, object maker; and a
+    bounded pool of updatable keys per class (keys and sizes only, never values)."""
+
+    # class: (weight in the base fill by count, size lo, size hi)
+    CLASSES = {
+        "events": (0.40, 300, 2048),
+        "leases": (0.10, 150, 700),
+        "pods": (0.20, 2 << 10, 20 << 10),
+        "deployments": (0.04, 2 << 10, 20 << 10),
+        "services": (0.04, 2 << 10, 20 << 10),
+        "configmaps": (0.10, 1 << 10, 100 << 10),
+        "secrets": (0.115, 1 << 10, 100 << 10),
+        "big": (0.005, 512 << 10, 1 << 20),
+    }
+    POOL_CAP = 20000
+
+    def __init__(self, rng, values):
+        self.rng = rng
+        self.v = values
+        w = values.word
+        r = random.Random(rng.random())
+        self.namespaces = ["default", "kube-system", "monitoring", "ingress", "logging"] + [
+            f"shoot--{w(r)}--{w(r)}" for _ in range(55)
+        ]
+        self.counter = 0
+        self.pool = {c: [] for c in self.CLASSES}
+        self.seen = {c: 0 for c in self.CLASSES}
+        names = list(self.CLASSES)
+        self.base_names = names
+        self.base_weights = [self.CLASSES[c][0] for c in names]
+
+    def size(self, cls):
+        _, lo, hi = self.CLASSES[cls]
+        return loguniform(self.rng, lo, hi)
+
+    def new(self, cls):
+        """A fresh (key, ns, name) of class cls."""
+        r, w = self.rng, self.v.word
+        self.counter += 1
+        c = self.counter
+        ns = r.choice(self.namespaces)
+        if cls == "events":
+            name = f"{w(r)}-{self.v.hexs(r, 10)}-{c:x}.{self.v.hexs(r, 16)}"
+        elif cls == "leases":
+            if r.random() < 0.7:
+                ns, name = "kube-node-lease", f"node-{w(r)}-{c:06d}"
+            else:
+                name = f"{w(r)}-controller-{c:x}"
+        elif cls == "pods":
+            name = f"{w(r)}-{self.v.hexs(r, 10)}-{c:x}"
+        elif cls == "big":
+            name = f"{w(r)}-dashboards-{c:x}"
+        else:
+            name = f"{w(r)}-{w(r)}-{c:x}"
+        prefix = {"services": "services/specs", "big": "configmaps"}.get(cls, cls)
+        return f"/registry/{prefix}/{ns}/{name}".encode(), ns, name
+
+    def value(self, cls, key, ns, name, size):
+        v = self.v
+        if cls == "events":
+            return v.event(ns, name, size)
+        if cls == "leases":
+            return v.lease(key, ns, name, size)
+        maker = {"pods": v.pod, "deployments": v.deployment, "services": v.service, "configmaps": v.configmap,
+                 "secrets": v.secret, "big": v.big}[cls]
+        return maker(key, ns, name, size)
+
+    def remember(self, cls, key, ns, name, size):
+        """Adds to the bounded pool (reservoir sampling once full)."""
+        p = self.pool[cls]
+        self.seen[cls] += 1
+        item = (key, ns, name, size)
+        if len(p) < self.POOL_CAP:
+            p.append(item)
+        else:
+            j = self.rng.randrange(self.seen[cls])
+            if j < self.POOL_CAP:
+                p[j] = item
+
+    def pick(self, cls, remove=False):
+        p = self.pool[cls]
+        if not p:
+            return None
+        i = self.rng.randrange(len(p))
+        item = p[i]
+        if remove:
+            p[i] = p[-1]
+            p.pop()
+        return item
+
+
+class Senders:
+    """Posts pre-encoded request bodies to the gateway from `n` threads (each with its own
+    connection) while the caller builds the next ones; keeps the highest revision seen."""
+
+    def __init__(self, port, n=2, depth=4):
+        import queue
+
+        self.q = queue.Queue(maxsize=depth)
+        self.port = port
+        self.error = None
+        self.max_rev = 0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self):
+        conn = None
+        while True:
+            item = self.q.get()
+            if item is None:
+                self.q.task_done()
+                break
+            path, data = item
+            try:
+                if self.error is None:
+                    if conn is None:
+                        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+                    conn.request("POST", "/v3/" + path, body=data, headers={"Content-Type": "application/json"})
+                    resp = conn.getresponse()
+                    out = resp.read()
+                    if resp.status != 200:
+                        raise RuntimeError(f"/v3/{path}: HTTP {resp.status}: {out[:500]!r}")
+                    rev = int(json.loads(out)["header"]["revision"])
+                    with self.lock:
+                        self.max_rev = max(self.max_rev, rev)
+            except Exception as e:  # noqa: BLE001 - raised by submit/close
+                self.error = repr(e)
+            finally:
+                if item is not None:
+                    self.q.task_done()
+        if conn:
+            conn.close()
+
+    def submit(self, path, data):
+        if self.error:
+            raise RuntimeError(self.error)
+        self.q.put((path, data))
+
+    def close(self):
+        for _ in self.threads:
+            self.q.put(None)
+        for t in self.threads:
+            t.join()
+        if self.error:
+            raise RuntimeError(self.error)
+        return self.max_rev
+
+
+def put_op_json(key, value, lease=0):
+    lease_s = f',"lease":"{lease}"' if lease else ""
+    return f'{{"request_put":{{"key":"{b64(key)}","value":"{b64(value)}"{lease_s}}}}}'
+
+
+EVENT_LEASE_TTL = 7200  # >= 1 h (the apiserver's event TTL): nothing expires while generating
+
+
+def bench_k8s(g, db_bytes, revisions, delta_limit, txn_bytes, txn_ops):
+    """The k8s mix: base fill through multi-put txns, a full snapshot, then the workload."""
+    times = {}
     t0 = time.monotonic()
-    g = Gen(version, "bench", out, seed)
+    vals = KubeValues(g.rng, lambda: g.now_ns)
+    keys = KubeKeys(g.rng, vals)
+    rng = g.rng
+    # Events share a lease per synthetic minute, as the apiserver reuses event leases.
+    ev_lease = {"id": 0, "at": 0}
+
+    def event_lease():
+        if not ev_lease["id"] or g.now_ns - ev_lease["at"] > 60 * 10**9:
+            ev_lease["id"] = g.grant(EVENT_LEASE_TTL)
+            ev_lease["at"] = g.now_ns
+        return ev_lease["id"]
+
+    # --- base fill: multi-put txns of ~txn_bytes, posted by two threads ---
+    senders = Senders(g.etcd.client_port, n=2)
+    loaded = nkeys = 0
+    per_class = {c: [0, 0] for c in KubeKeys.CLASSES}
+    batch, batch_bytes = [], 0
+    next_log = 64 << 20
+
+    def flush():
+        nonlocal batch, batch_bytes
+        if batch:
+            senders.submit("kv/txn", ('{"success":[' + ",".join(batch) + "]}").encode())
+            batch, batch_bytes = [], 0
+            g.tick(50, 500)
+
+    while loaded < db_bytes:
+        cls = rng.choices(keys.base_names, keys.base_weights)[0]
+        key, ns, name = keys.new(cls)
+        size = keys.size(cls)
+        value = keys.value(cls, key, ns, name, size)
+        lease = event_lease() if cls == "events" else 0
+        if batch and (batch_bytes + len(value) > txn_bytes or len(batch) >= txn_ops):
+            flush()
+        batch.append(put_op_json(key, value, lease))
+        batch_bytes += len(value) + len(key)
+        keys.remember(cls, key, ns, name, len(value))
+        per_class[cls][0] += 1
+        per_class[cls][1] += len(value)
+        loaded += len(value)
+        nkeys += 1
+        if loaded >= next_log:
+            el = time.monotonic() - t0
+            log(f"bench: base {loaded >> 20} MiB, {nkeys} keys, {el:.0f}s ({loaded / el / (1 << 20):.1f} MiB/s)")
+            next_log += 64 << 20
+    flush()
+    senders.close()
+    times["fill"] = time.monotonic() - t0
+    log(f"bench: base filled: {nkeys} keys, {loaded} value bytes in {times['fill']:.1f}s "
+        f"({loaded / times['fill'] / (1 << 20):.1f} MiB/s)")
+
+    t1 = time.monotonic()
+    base = g.full("gzip")
+    times["full"] = time.monotonic() - t1
+
+    # --- workload: one write per revision (the apiserver never writes several keys at once) ---
+    t2 = time.monotonic()
+    start_rev = g.etcd.revision()
+    target = start_rev + revisions
+    rev = start_rev
+    ops = {}
+
+    # Writes are pipelined (two connections, a few requests in flight); every op makes exactly
+    # one revision (deletes only hit keys known to exist), so op i gets revision start_rev + i.
+    senders = Senders(g.etcd.client_port, n=2, depth=16)
+
+    def put(cls, key, ns, name, size, lease=0, remember=False):
+        value = keys.value(cls, key, ns, name, size)
+        lease_s = f',"lease":"{lease}"' if lease else ""
+        senders.submit("kv/put", f'{{"key":"{b64(key)}","value":"{b64(value)}"{lease_s}}}'.encode())
+        if remember:
+            keys.remember(cls, key, ns, name, len(value))
+
+    def delete(key):
+        senders.submit("kv/deleterange", f'{{"key":"{b64(key)}"}}'.encode())
+
+    # (weight, op); ops on an empty pool fall through to creating. Lease renewals and pod
+    # status updates dominate, as in a real cluster; ~4 KB of delta JSON per revision.
+    weights = [
+        (50, "lease-renew"), (10, "pod-status"), (18, "event-create"), (4, "event-update"), (4, "event-delete"),
+        (2.5, "pod-create"), (2.5, "pod-delete"), (1.5, "deployment-update"), (1, "service-update"),
+        (1.5, "configmap-update"), (1, "secret-update"), (0.02, "big-update"), (1.5, "object-create"),
+        (1.5, "object-delete"),
+    ]
+    total_w = sum(w for w, _ in weights)
+    table, acc = [], 0.0
+    for w, o in weights:
+        acc += w / total_w
+        table.append((acc, o))
+    table[-1] = (1.0, table[-1][1])
+    next_log = start_rev + 10000
+    while rev < target:
+        x = rng.random()
+        op = next(o for p, o in table if x < p)
+        verb = op.split("-")[1]
+        cls = {"lease": "leases", "pod": "pods", "event": "events", "deployment": "deployments",
+               "service": "services", "configmap": "configmaps", "secret": "secrets", "big": "big"}.get(op.split("-")[0])
+        if cls is None:
+            cls = rng.choice(("configmaps", "secrets", "services", "deployments"))
+        item = None if verb == "create" else keys.pick(cls, remove=(verb == "delete"))
+        if item is None:
+            verb = "create"
+        lease = event_lease() if cls == "events" and verb != "delete" else 0
+        if verb == "create":
+            key, ns, name = keys.new(cls)
+            put(cls, key, ns, name, keys.size(cls), lease, remember=True)
+        elif verb == "delete":
+            delete(item[0])
+        else:
+            key, ns, name, size = item
+            put(cls, key, ns, name, size, lease)
+        rev += 1
+        done = op if verb != "create" or op.endswith("-create") else f"{cls}-create"
+        ops[done] = ops.get(done, 0) + 1
+        g.note(rev)
+        # The snapshotter flushes a delta once its buffer reaches the memory limit.
+        if g.watcher.pending_bytes >= delta_limit:
+            g.delta("gzip")
+        if rev >= next_log:
+            el = time.monotonic() - t2
+            log(f"bench: revision {rev - start_rev}/{revisions}, {el:.0f}s ({(rev - start_rev) / el:.0f} rev/s)")
+            next_log += 10000
+    last = senders.close()
+    if last != target or g.etcd.revision() != target:
+        raise RuntimeError(f"workload ended at revision {last}/{g.etcd.revision()}, expected {target}")
+    g.delta("gzip")
+    times["workload"] = time.monotonic() - t2
+    deltas = [o for o in g.objects if o["kind"] == "Incr"]
+    return {
+        "mix": "k8s",
+        "db_bytes_target": db_bytes,
+        "base_keys": nkeys,
+        "base_value_bytes": loaded,
+        "base_classes": {c: {"keys": n, "value_bytes": b} for c, (n, b) in per_class.items()},
+        "base_db_bytes": base["body_size"],
+        "base_db_revision": base["db_revision"],
+        "revisions": g.objects[-1]["last_revision"] - base["db_revision"],
+        "delta_limit": delta_limit,
+        "deltas": len(deltas),
+        "delta_events": sum(o["events"] for o in deltas),
+        "delta_json_bytes": sum(o["body_size"] for o in deltas),
+        "delta_json_max": max((o["body_size"] for o in deltas), default=0),
+        "workload_ops": dict(sorted(ops.items())),
+        "fill_txn_bytes": txn_bytes,
+        "fill_txn_ops": txn_ops,
+    }, times
+
+
+def bench_blobs(g, db_bytes, revisions, delta_limit):
+    """The older mix: 1 MiB values (a 4 KiB random unit repeated), then the fixtures' random
+    workload."""
+    times = {}
+    t0 = time.monotonic()
+    loaded, i = 0, 0
+    while loaded < db_bytes:
+        unit = g.rng.randbytes(4096)
+        v = (unit * 256)[: 1 << 20]
+        g.put(f"/bench/blob/{i:06d}".encode(), v)
+        g.live.pop(f"/bench/blob/{i:06d}".encode(), None)  # never touched by the workload
+        loaded += len(v)
+        i += 1
+        if i % 100 == 0:
+            log(f"bench: loaded {loaded >> 20} MiB")
+    times["fill"] = time.monotonic() - t0
+    t1 = time.monotonic()
+    base = g.full("gzip")
+    times["full"] = time.monotonic() - t1
+    t2 = time.monotonic()
+    start_rev = g.etcd.revision()
+    target = start_rev + revisions
+    last_cut = start_rev
+    while True:
+        rev = g.random_op(big_ok=False)
+        if g.watcher.pending_bytes >= delta_limit:
+            g.delta("gzip")
+            last_cut = rev
+        if rev >= target:
+            break
+        if (rev - start_rev) % 10000 == 0:
+            log(f"bench: revision {rev - start_rev}/{revisions}")
+    if last_cut != g.etcd.revision():
+        g.delta("gzip")
+    times["workload"] = time.monotonic() - t2
+    deltas = [o for o in g.objects if o["kind"] == "Incr"]
+    return {
+        "mix": "blobs",
+        "db_bytes_target": db_bytes,
+        "base_keys": i,
+        "base_value_bytes": loaded,
+        "base_db_bytes": base["body_size"],
+        "base_db_revision": base["db_revision"],
+        "revisions": g.objects[-1]["last_revision"] - base["db_revision"],
+        "delta_limit": delta_limit,
+        "deltas": len(deltas),
+        "delta_events": sum(o["events"] for o in deltas),
+        "delta_json_bytes": sum(o["body_size"] for o in deltas),
+        "delta_json_max": max((o["body_size"] for o in deltas), default=0),
+    }, times
+
+
+def bench(version, out, seed, revisions, db_bytes, delta_limit, mix="k8s", workdir=None, dumps="final",
+          txn_bytes=2 << 20, txn_ops=128):
+    t0 = time.monotonic()
+    if workdir is None:
+        # etcd's data dir and the snapshot file: /dev/shm when it has room for ~3x the db.
+        shm = "/dev/shm"
+        if os.path.isdir(shm) and os.access(shm, os.W_OK):
+            st = os.statvfs(shm)
+            if st.f_bavail * st.f_frsize > 3 * db_bytes + (2 << 30):
+                workdir = None  # Gen's default (/dev/shm)
+            else:
+                os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
+                workdir = tempfile.mkdtemp(prefix="etcd-restore-gen-", dir=os.path.dirname(os.path.abspath(out)))
+    elif workdir:
+        os.makedirs(workdir, exist_ok=True)
+        workdir = tempfile.mkdtemp(prefix="etcd-restore-gen-", dir=workdir)
+    g = Gen(version, "bench", out, seed, workdir=workdir)
+    g.own_workdir = True
     g.quota = max(8 << 30, db_bytes * 4)
+    g.etcd.max_request_bytes = max(8 << 20, txn_bytes * 2 + (2 << 20))
+    g.etcd.extra_args = [f"--max-txn-ops={max(128, txn_ops)}"]
+    g.dump_mode = dumps
     with g:
         g.auth = {"users": [], "roles": []}
-        g.notes = f"benchmark input: >= {db_bytes} bytes of values in the base, {revisions} revisions of deltas"
-        # Bulk values: 1 MiB each, moderately compressible (a 4 KiB random unit repeated).
-        loaded, i = 0, 0
-        while loaded < db_bytes:
-            unit = g.rng.randbytes(4096)
-            v = (unit * 256)[: 1 << 20]
-            g.put(f"/bench/blob/{i:06d}".encode(), v)
-            g.live.pop(f"/bench/blob/{i:06d}".encode(), None)  # never touched by the workload
-            loaded += len(v)
-            i += 1
-            if i % 100 == 0:
-                log(f"bench: loaded {loaded >> 20} MiB")
-        base = g.full("gzip")
-        start_rev = g.etcd.revision()
-        target = start_rev + revisions
-        last_cut = start_rev
-        while True:
-            rev = g.random_op(big_ok=False)
-            # The snapshotter flushes a delta once its buffer reaches the memory limit.
-            if g.watcher.pending_bytes >= delta_limit:
-                g.delta("gzip")
-                last_cut = rev
-            if rev >= target:
-                break
-            if (rev - start_rev) % 10000 == 0:
-                log(f"bench: revision {rev - start_rev}/{revisions}")
-        if last_cut != g.etcd.revision():
-            g.delta("gzip")
+        if mix == "k8s":
+            info, times = bench_k8s(g, db_bytes, revisions, delta_limit, txn_bytes, txn_ops)
+        else:
+            info, times = bench_blobs(g, db_bytes, revisions, delta_limit)
+        g.notes = (f"benchmark input ({mix} mix): a base of >= {db_bytes} bytes of values, then {revisions} "
+                   f"revisions cut into gzip deltas at {delta_limit} bytes of buffered events")
+        t3 = time.monotonic()
         final = g.objects[-1]["last_revision"]
+        g.extra = {"bench": info}
         g.finish(final)
-    log(f"bench: done in {time.monotonic() - t0:.1f}s -> {out}")
+        times["finish"] = time.monotonic() - t3
+        times["total"] = time.monotonic() - t0
+        info["seconds"] = {k: round(v, 1) for k, v in times.items()}
+        g.write_oracle()
+    log(f"bench: done in {time.monotonic() - t0:.1f}s -> {out}: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1190,7 +1893,15 @@ def main():
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--revisions", type=int, default=100_000)
     b.add_argument("--db-bytes", default="1GiB")
-    b.add_argument("--delta-limit", default="10MiB", help="delta memory limit (etcdbrctl default 10 MiB)")
+    b.add_argument("--delta-limit", default="10MiB",
+                   help="delta memory limit: a delta is cut when its buffered events reach it (etcdbrctl's default 10 MiB)")
+    b.add_argument("--mix", choices=["k8s", "blobs"], default="k8s",
+                   help="k8s: Kubernetes-like objects of 100 B - 1 MiB (default); blobs: 1 MiB values, the older input")
+    b.add_argument("--dumps", choices=["all", "final", "none"], default="final",
+                   help="oracle key dumps: at every full and the end (all), at the end (final), none (hashkv only)")
+    b.add_argument("--fill-txn-bytes", default="2MiB", help="k8s base fill: value bytes per multi-put txn")
+    b.add_argument("--fill-txn-ops", type=int, default=128, help="k8s base fill: puts per txn at most (etcd's default --max-txn-ops)")
+    b.add_argument("--workdir", help="where etcd's data dir goes (default /dev/shm when it has room for ~3x the db)")
     b.add_argument("--out")
     args = ap.parse_args()
     if not os.path.exists(ORACLE_BIN):
@@ -1212,7 +1923,9 @@ def main():
             generate(args.version, args.scenario, out, args.seed)
         else:
             out = args.out or os.path.join(ROOT, "bench-data", f"etcd-{args.version}", "bench")
-            bench(args.version, out, args.seed, args.revisions, parse_size(args.db_bytes), parse_size(args.delta_limit))
+            bench(args.version, out, args.seed, args.revisions, parse_size(args.db_bytes), parse_size(args.delta_limit),
+                  mix=args.mix, workdir=args.workdir, dumps=args.dumps, txn_bytes=parse_size(args.fill_txn_bytes),
+                  txn_ops=args.fill_txn_ops)
     finally:
         stop_all()
 
