@@ -358,7 +358,7 @@ pub fn env_or(name: &str, default: &str) -> String {
 /// The input directory (holding store/): `$<PREFIX>_INPUT`, else the full-size
 /// bench-data/etcd-3.5.1/bench when present and no size was asked for, else one generated
 /// with gen.py and cached in the target dir (`$<PREFIX>_REVISIONS`, `$<PREFIX>_DB_BYTES`;
-/// default 20,000 revisions on a 64 MiB base). The cache is shared by the benches.
+/// default 20,000 revisions on a 64 MiB base; see [`generate_input`]).
 pub fn input_dir(prefix: &str) -> R<PathBuf> {
     let root = testkit::deps::workspace_root();
     if let Ok(dir) = std::env::var(format!("{prefix}_INPUT")) {
@@ -374,10 +374,30 @@ pub fn input_dir(prefix: &str) -> R<PathBuf> {
     }
     let revisions = env_or(&revisions_var, "20000");
     let db_bytes = env_or(&db_bytes_var, "64MiB");
+    if !sized && !generated_input_dir(&revisions, &db_bytes).join("oracle.json").exists() {
+        println!(
+            "bench-data/etcd-3.5.1/bench is missing: generating a SMALLER input ({revisions} \
+             revisions, {db_bytes} base). Full size: see docs/performance.md"
+        );
+    }
+    generate_input(&revisions, &db_bytes)
+}
+
+/// Where [`generate_input`] caches its output: the target dir, by size.
+pub fn generated_input_dir(revisions: &str, db_bytes: &str) -> PathBuf {
+    let root = testkit::deps::workspace_root();
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
-    let dir = target.join(format!("restore_e2e-input-{revisions}-{db_bytes}"));
+    target.join(format!("bench-input-k8s-{revisions}-{db_bytes}"))
+}
+
+/// A `gen.py bench` input (Kubernetes-like mix, real etcd 3.5.1) of `revisions` revisions of
+/// deltas on a base of `db_bytes` (gen.py's size syntax, e.g. `100MiB`), generated once and
+/// cached in the target dir; shared by the benches.
+pub fn generate_input(revisions: &str, db_bytes: &str) -> R<PathBuf> {
+    let root = testkit::deps::workspace_root();
+    let dir = generated_input_dir(revisions, db_bytes);
     if dir.join("oracle.json").exists() {
         println!(
             "input: {} (generated earlier: {revisions} revisions, {db_bytes} base)",
@@ -385,12 +405,7 @@ pub fn input_dir(prefix: &str) -> R<PathBuf> {
         );
         return Ok(dir);
     }
-    if !sized {
-        println!(
-            "bench-data/etcd-3.5.1/bench is missing: generating a SMALLER input ({revisions} \
-             revisions, {db_bytes} base). Full size: see docs/performance.md"
-        );
-    }
+    println!("generating {} ({revisions} revisions, {db_bytes} base) ...", dir.display());
     let _ = std::fs::remove_dir_all(&dir);
     let status = Command::new("python3")
         .arg(root.join("testdata/gen/gen.py"))
@@ -399,9 +414,9 @@ pub fn input_dir(prefix: &str) -> R<PathBuf> {
             "--version",
             ETCD_VERSION,
             "--revisions",
-            &revisions,
+            revisions,
         ])
-        .args(["--db-bytes", &db_bytes, "--out"])
+        .args(["--db-bytes", db_bytes, "--out"])
         .arg(&dir)
         .status()?;
     if !status.success() {

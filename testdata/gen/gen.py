@@ -10,7 +10,8 @@ docs/testing.md for the layout and the oracle.json format).
 Usage (from the repository root):
   python3 testdata/gen/gen.py all                      # regenerate every committed fixture
   python3 testdata/gen/gen.py one --version 3.5.1 --scenario basic [--out DIR]
-  python3 testdata/gen/gen.py bench --version 3.5.1 [--revisions 100000] [--db-bytes 1GiB]
+  python3 testdata/gen/gen.py bench [--db-bytes 1GiB] [--revisions 100000] [--delta-limit 10MiB]
+      [--mix k8s|blobs] [--out DIR]            # benchmark input (docs/benchmarks.md)
 
 Only the Python standard library is used. Compression goes through the Go oracle
 (`.deps/bin/bboltoracle compress`) so compressed bytes are Go's own.
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPS = os.environ.get("ETCD_RESTORE_DEPS") or os.path.join(ROOT, ".deps")
@@ -1561,27 +1563,29 @@ class KubeKeys:
 
 
 class Senders:
-    """Posts pre-encoded request bodies to the gateway from `n` threads (each with its own
-    connection) while the caller builds the next ones; keeps the highest revision seen."""
+    """Posts pre-encoded request bodies to the gateway from `n` threads, each with its own
+    connection and its own FIFO queue, while the caller builds the next ones; keeps the highest
+    revision seen. Requests given the same `shard` (e.g. a key's CRC) go through one connection
+    in order, so two writes to one key are never reordered."""
 
     def __init__(self, port, n=2, depth=4):
         import queue
 
-        self.q = queue.Queue(maxsize=depth)
+        self.qs = [queue.Queue(maxsize=depth) for _ in range(n)]
         self.port = port
         self.error = None
         self.max_rev = 0
+        self.next = 0
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+        self.threads = [threading.Thread(target=self._run, args=(q,), daemon=True) for q in self.qs]
         for t in self.threads:
             t.start()
 
-    def _run(self):
+    def _run(self, q):
         conn = None
         while True:
-            item = self.q.get()
+            item = q.get()
             if item is None:
-                self.q.task_done()
                 break
             path, data = item
             try:
@@ -1598,20 +1602,20 @@ class Senders:
                         self.max_rev = max(self.max_rev, rev)
             except Exception as e:  # noqa: BLE001 - raised by submit/close
                 self.error = repr(e)
-            finally:
-                if item is not None:
-                    self.q.task_done()
         if conn:
             conn.close()
 
-    def submit(self, path, data):
+    def submit(self, path, data, shard=None):
         if self.error:
             raise RuntimeError(self.error)
-        self.q.put((path, data))
+        if shard is None:
+            shard = self.next
+            self.next += 1
+        self.qs[shard % len(self.qs)].put((path, data))
 
     def close(self):
-        for _ in self.threads:
-            self.q.put(None)
+        for q in self.qs:
+            q.put(None)
         for t in self.threads:
             t.join()
         if self.error:
@@ -1693,19 +1697,20 @@ def bench_k8s(g, db_bytes, revisions, delta_limit, txn_bytes, txn_ops):
     rev = start_rev
     ops = {}
 
-    # Writes are pipelined (two connections, a few requests in flight); every op makes exactly
-    # one revision (deletes only hit keys known to exist), so op i gets revision start_rev + i.
+    # Writes are pipelined (two connections, a few requests in flight, the writes of one key
+    # on one connection in order); every op makes exactly one revision (deletes only hit keys
+    # known to exist), so op i gets revision start_rev + i.
     senders = Senders(g.etcd.client_port, n=2, depth=16)
 
     def put(cls, key, ns, name, size, lease=0, remember=False):
         value = keys.value(cls, key, ns, name, size)
         lease_s = f',"lease":"{lease}"' if lease else ""
-        senders.submit("kv/put", f'{{"key":"{b64(key)}","value":"{b64(value)}"{lease_s}}}'.encode())
+        senders.submit("kv/put", f'{{"key":"{b64(key)}","value":"{b64(value)}"{lease_s}}}'.encode(), zlib.crc32(key))
         if remember:
             keys.remember(cls, key, ns, name, len(value))
 
     def delete(key):
-        senders.submit("kv/deleterange", f'{{"key":"{b64(key)}"}}'.encode())
+        senders.submit("kv/deleterange", f'{{"key":"{b64(key)}"}}'.encode(), zlib.crc32(key))
 
     # (weight, op); ops on an empty pool fall through to creating. Lease renewals and pod
     # status updates dominate, as in a real cluster; ~4 KB of delta JSON per revision.
@@ -1831,7 +1836,7 @@ def bench_blobs(g, db_bytes, revisions, delta_limit):
     }, times
 
 
-def bench(version, out, seed, revisions, db_bytes, delta_limit, mix="k8s", workdir=None, dumps="final",
+def bench(version, out, seed, revisions, db_bytes, delta_limit, mix="k8s", workdir=None, dumps="auto",
           txn_bytes=2 << 20, txn_ops=128):
     t0 = time.monotonic()
     if workdir is None:
@@ -1852,7 +1857,7 @@ def bench(version, out, seed, revisions, db_bytes, delta_limit, mix="k8s", workd
     g.quota = max(8 << 30, db_bytes * 4)
     g.etcd.max_request_bytes = max(8 << 20, txn_bytes * 2 + (2 << 20))
     g.etcd.extra_args = [f"--max-txn-ops={max(128, txn_ops)}"]
-    g.dump_mode = dumps
+    g.dump_mode = dumps if dumps != "auto" else ("final" if db_bytes <= 256 << 20 else "none")
     with g:
         g.auth = {"users": [], "roles": []}
         if mix == "k8s":
@@ -1897,8 +1902,9 @@ def main():
                    help="delta memory limit: a delta is cut when its buffered events reach it (etcdbrctl's default 10 MiB)")
     b.add_argument("--mix", choices=["k8s", "blobs"], default="k8s",
                    help="k8s: Kubernetes-like objects of 100 B - 1 MiB (default); blobs: 1 MiB values, the older input")
-    b.add_argument("--dumps", choices=["all", "final", "none"], default="final",
-                   help="oracle key dumps: at every full and the end (all), at the end (final), none (hashkv only)")
+    b.add_argument("--dumps", choices=["auto", "all", "final", "none"], default="auto",
+                   help="oracle key dumps: at every full and the end (all), at the end (final), none (hashkv only); "
+                   "auto: final up to --db-bytes 256MiB, else none (reading a GiB back through the gateway takes minutes)")
     b.add_argument("--fill-txn-bytes", default="2MiB", help="k8s base fill: value bytes per multi-put txn")
     b.add_argument("--fill-txn-ops", type=int, default=128, help="k8s base fill: puts per txn at most (etcd's default --max-txn-ops)")
     b.add_argument("--workdir", help="where etcd's data dir goes (default /dev/shm when it has room for ~3x the db)")
