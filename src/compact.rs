@@ -45,7 +45,7 @@ use crate::snapstore::{
 /// Bytes of sort records held in memory before a run is spilled.
 pub const DEFAULT_SORT_BUDGET: usize = 16 << 20;
 /// Bytes of the source database kept mapped while reading it.
-const SOURCE_MAPPED_BUDGET: usize = 16 << 20;
+const SOURCE_MAPPED_BUDGET: usize = 8 << 20;
 /// Name prefix of compact's temporary upload objects (below `v2/`). The leading dot and the
 /// extra `-` fields keep them from ever parsing as a snapshot name.
 pub const UPLOAD_TEMP_PREFIX: &str = ".etcd-restore-upload-";
@@ -623,6 +623,8 @@ pub struct CompactOptions {
     pub compression: Option<Compression>,
     pub dry_run: bool,
     pub sort_budget: usize,
+    /// Bytes of upload parts in flight at most (bounds the multipart concurrency).
+    pub upload_buffer: usize,
     /// Directory for the scratch database, sort runs and the compressed output.
     pub temp_dir: PathBuf,
     /// Creation time in the name (Unix seconds); None = now.
@@ -801,7 +803,7 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
         return Err(CompactError::Exists { object });
     }
     reclaim_temp_uploads(store, &listing.ignored).await;
-    upload(store, &object, &packed, object_bytes).await?;
+    upload(store, &object, &packed, object_bytes, opts.upload_buffer).await?;
     report.uploaded = true;
 
     // Read it back through the same path restore uses: listing, name, download, trailer.
@@ -840,11 +842,15 @@ async fn upload(
     object: &str,
     packed: &Path,
     object_bytes: u64,
+    upload_buffer: usize,
 ) -> Result<(), CompactError> {
     let (part, conc) = store
         .config()
         .map(|c| (c.min_chunk_size, c.max_parallel_chunk_uploads as usize))
         .unwrap_or((snapstore::config::MIN_CHUNK_SIZE, 5));
+    // Each part in flight is a buffer, plus the one being filled.
+    let fit = upload_buffer / usize::try_from(part).unwrap_or(usize::MAX).max(1);
+    let conc = conc.min(fit.saturating_sub(1)).max(1);
     let exists = |e| match e {
         StoreError::AlreadyExists { object } => CompactError::Exists { object },
         e => e.into(),

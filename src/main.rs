@@ -59,12 +59,16 @@ fn init_logging(format: LogFormat, verbose: u8) {
 /// glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB), after
 /// which multi-MiB buffers (decompressed deltas, write buffers) come from per-thread arenas
 /// that keep their pages after `free`: restore's peak RSS grew from ~50 to ~75 MiB that way.
-/// A fixed 1 MiB threshold returns such blocks to the kernel when they are freed.
+/// A fixed 1 MiB threshold returns such blocks to the kernel when they are freed. Each thread
+/// that allocates may also get an arena of its own, whose freed pages stay resident until its
+/// top is trimmed: two arenas and a 1 MiB trim threshold keep that retention small.
 fn bound_malloc_retention() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before other threads exist.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

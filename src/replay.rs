@@ -67,6 +67,9 @@ pub struct ReplayOptions {
     pub spool_dir: PathBuf,
     /// Commit after this many bytes of new records (at a revision boundary).
     pub batch_bytes: usize,
+    /// Bytes of per-key history state the applier keeps in memory before spilling the rest
+    /// to a scratch file in `spool_dir`.
+    pub key_state_bytes: usize,
     /// Skip fdatasync inside the build (the caller fsyncs the finished file once).
     pub no_sync: bool,
     /// Counters for a progress display.
@@ -74,6 +77,17 @@ pub struct ReplayOptions {
 }
 
 impl ReplayOptions {
+    /// Sizes the in-memory parts of a replay from a memory budget (`--memory-budget`): an
+    /// eighth for per-key state, a sixteenth for the open commit batch. The rest is for what
+    /// does not scale with the budget: the mapped program and database pages (8 MiB
+    /// windows), prefetched deltas (at most a MiB each in memory), the runtime.
+    pub fn with_memory_budget(mut self, budget: u64) -> Self {
+        let b = usize::try_from(budget).unwrap_or(usize::MAX);
+        self.key_state_bytes = b / 8;
+        self.batch_bytes = b / 16;
+        self
+    }
+
     pub fn new(spool_dir: PathBuf) -> Self {
         Self {
             verify_hash: true,
@@ -84,6 +98,7 @@ impl ReplayOptions {
             // The open transaction holds its records and their nodes on the heap; 4 MiB keeps
             // restore's peak RSS low at a few more (unsynced, append-only) commits.
             batch_bytes: 4 << 20,
+            key_state_bytes: 8 << 20,
             no_sync: true,
             progress: None,
         }
@@ -164,7 +179,7 @@ pub async fn replay(
             no_sync: opts.no_sync,
             // Mapped pages count in RSS; the base is read in a few sequential scans, so a
             // smaller window costs only more (cheap) MADV_DONTNEED calls.
-            mapped_budget: 16 << 20,
+            mapped_budget: 4 << 20,
             ..Default::default()
         },
     )
@@ -191,11 +206,13 @@ pub async fn replay(
         policy,
         stop_at: plan.stop_at_revision,
         batch_bytes: opts.batch_bytes,
+        key_state_bytes: opts.key_state_bytes,
+        spool_dir: opts.spool_dir.clone(),
         path: db_path.to_path_buf(),
         progress,
     };
-    // A rendezvous channel: the delta waiting here plus the one being applied are all the
-    // decompressed deltas in memory (each up to etcdbrctl's 10 MiB delta limit, often more).
+    // A rendezvous channel: the apply thread takes a delta as soon as the previous one is done.
+    // Deltas larger than a MiB wait in mapped spool files, so holding two costs little.
     let (tx, rx) = mpsc::sync_channel::<FetchedDelta>(0);
     let worker = std::thread::Builder::new()
         .name("apply".into())
@@ -212,7 +229,7 @@ pub async fn replay(
         match item {
             Ok(d) => {
                 report.delta_object_bytes += d.object_size;
-                report.delta_json_bytes += d.data.len() as u64;
+                report.delta_json_bytes += d.json().len() as u64;
                 report.deltas_applied.push(d.planned.snapshot.path.clone());
                 if tx.send(d).is_err() {
                     // The applier failed; its error is the one to report.
@@ -310,6 +327,8 @@ struct ApplyJob {
     policy: LeasePolicy,
     stop_at: Option<i64>,
     batch_bytes: usize,
+    key_state_bytes: usize,
+    spool_dir: PathBuf,
     path: PathBuf,
     progress: Arc<Progress>,
 }
@@ -324,6 +343,8 @@ fn apply_all(
         policy,
         stop_at,
         batch_bytes,
+        key_state_bytes,
+        spool_dir,
         path,
         progress,
     } = job;
@@ -331,7 +352,7 @@ fn apply_all(
         path: path.clone(),
         source,
     };
-    let mut applier = Applier::new(base_rev, policy);
+    let mut applier = Applier::new(base_rev, policy).bound_memory(key_state_bytes, &spool_dir);
     let mut sink = DbSink {
         db: &db,
         tx: None,

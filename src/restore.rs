@@ -250,7 +250,16 @@ pub fn write_membership(db_path: &Path, cluster: &Cluster) -> Result<(), Restore
         path: db_path.to_path_buf(),
         source,
     };
-    let db = Db::open(db_path, OpenOptions::default()).map_err(err)?;
+    // Append-only: reusing free pages would first walk every tree of the file to find them
+    // (the replayed file has no freelist page), touching the whole database for a few pages.
+    let db = Db::open(
+        db_path,
+        OpenOptions {
+            free_space: bbolt::FreeSpace::AppendOnly,
+            ..Default::default()
+        },
+    )
+    .map_err(err)?;
     let mut tx = db.begin_write().map_err(err)?;
     for bucket in [MEMBERS_BUCKET, MEMBERS_REMOVED_BUCKET] {
         if tx.bucket_mut(bucket).map_err(err)?.is_some() {

@@ -145,8 +145,8 @@ async fn report(store: &Store, tmp: &Path) -> Vec<ObjectReport> {
     let mut pf = Prefetcher::new(store.clone(), deltas, opts);
     while let Some(item) = pf.next().await {
         let d = item.unwrap();
-        let json = &d.data[..d.data.len() - 32];
-        let ours = decode_all(&d.data, &d.planned.snapshot.path);
+        let json = d.json();
+        let ours = decode_all(d.bytes(), &d.planned.snapshot.path);
         assert_eq!(ours, reference_events(json), "{}", d.planned.snapshot.path);
         if let (Some(first), Some(last)) = (ours.first(), ours.last()) {
             assert!(first.mod_revision >= d.planned.snapshot.start_revision());
@@ -216,7 +216,7 @@ async fn plan_stream(store: &Store, p: &Plan, db_revision: i64, tmp: &Path) -> (
             .skip_through_revision
             .unwrap_or(0)
             .max(db_revision);
-        decode_delta(&d.data, &d.planned.snapshot.path, |e| {
+        decode_delta(d.bytes(), &d.planned.snapshot.path, |e| {
             if e.mod_revision <= skip {
                 return Ok(());
             }

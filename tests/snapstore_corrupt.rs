@@ -367,7 +367,7 @@ fn prefetcher_stops_at_the_first_bad_delta() {
             // Uncompressed objects reach the decoder, which must refuse them.
             Ok(d) => {
                 assert_eq!(victim.compression(), Compression::None);
-                decode_delta(&d.data, &victim.path, |_| Ok::<(), Infallible>(()))
+                decode_delta(d.bytes(), &victim.path, |_| Ok::<(), Infallible>(()))
                     .unwrap_err()
                     .to_string()
             }

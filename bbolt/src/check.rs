@@ -105,7 +105,7 @@ impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
             max_findings: 10_000,
-            mapped_budget: 16 << 20,
+            mapped_budget: 8 << 20,
         }
     }
 }
@@ -280,7 +280,7 @@ impl<'a> Checker<'a> {
             Ok((h, bytes)) => {
                 self.mark(id, h.overflow, None);
                 if let Some(t) = self.touch {
-                    t.touch(bytes.len());
+                    t.touch_slice(bytes);
                 }
                 match page::freelist_ids(bytes, &h) {
                     Err(what) => self.add(Some(id), FindingKind::FreelistInvalid, what.to_string()),
@@ -346,7 +346,7 @@ impl<'a> Checker<'a> {
                     Ok(p) => {
                         self.report.pages_visited += 1;
                         if let Some(t) = self.touch {
-                            t.touch(p.bytes.len());
+                            t.touch_slice(p.bytes);
                         }
                         Some(p)
                     }

@@ -26,7 +26,7 @@ impl<'a> Ctx<'a> {
     pub fn page(&self, pgid: u64) -> Result<Page<'a>> {
         let p = Page::node(self.data, self.ps, pgid, self.hwm)?;
         if let Some(t) = self.touch {
-            t.touch(p.bytes.len());
+            t.touch_slice(p.bytes);
         }
         Ok(p)
     }

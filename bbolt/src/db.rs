@@ -61,7 +61,7 @@ impl Default for OpenOptions {
             sync_freelist: false,
             free_space: FreeSpace::Reuse,
             no_sync: false,
-            mapped_budget: 32 << 20,
+            mapped_budget: 8 << 20,
             lock: true,
             lock_timeout: std::time::Duration::from_secs(2),
         }

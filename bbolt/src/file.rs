@@ -188,8 +188,15 @@ impl<S: Storage> Storage for FaultyStorage<S> {
 pub struct MappedFile {
     map: Option<memmap2::Mmap>,
     touched: std::sync::atomic::AtomicUsize,
+    /// The fault-around block of the last [`touch_slice`](Self::touch_slice), +1 (0 = none).
+    last_block: std::sync::atomic::AtomicUsize,
     budget: usize,
 }
+
+/// A read fault on a file mapping maps up to this many bytes around the faulting page (Linux
+/// `fault_around_bytes`, 64 KiB by default) when they are in the page cache, and all of them
+/// count in RSS: a reader that touches one page of a block is charged the whole block.
+const FAULT_AROUND: usize = 64 << 10;
 
 impl std::fmt::Debug for MappedFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,6 +227,7 @@ impl MappedFile {
         Ok(MappedFile {
             map,
             touched: std::sync::atomic::AtomicUsize::new(0),
+            last_block: std::sync::atomic::AtomicUsize::new(0),
             budget,
         })
     }
@@ -243,8 +251,32 @@ impl MappedFile {
         }
     }
 
+    /// Records that `s`, a slice of this mapping, was read. Charges every fault-around block
+    /// the slice enters, except the one the previous call ended in: a sequential scan is
+    /// charged each block once, random reads a whole block each.
+    #[inline]
+    pub fn touch_slice(&self, s: &[u8]) {
+        if self.budget == 0 || s.is_empty() {
+            return;
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        let base = self.bytes().as_ptr() as usize;
+        let start = (s.as_ptr() as usize).wrapping_sub(base);
+        let (first, last) = (start / FAULT_AROUND, (start + s.len() - 1) / FAULT_AROUND);
+        let prev = self.last_block.swap(last + 1, Relaxed);
+        let mut blocks = last - first + 1;
+        if prev == first + 1 {
+            blocks -= 1;
+        }
+        if blocks > 0 {
+            self.touch(blocks * FAULT_AROUND);
+        }
+    }
+
     /// Drops every resident page of the mapping.
     pub fn release(&self) {
+        self.last_block
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         #[cfg(target_os = "linux")]
         if let Some(m) = &self.map {
             // SAFETY: MADV_DONTNEED on a shared, read-only file mapping only discards the

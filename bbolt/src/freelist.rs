@@ -195,7 +195,7 @@ pub(crate) fn rebuild(
         }
         let p = Page::node(data, ps, pgid, hwm)?;
         if let Some(t) = touch {
-            t.touch(p.bytes.len());
+            t.touch_slice(p.bytes);
         }
         for id in pgid..=pgid + u64::from(p.overflow) {
             if seen.set(id) {

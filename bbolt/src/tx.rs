@@ -573,6 +573,12 @@ impl<'db> WriteTx<'db> {
         } else {
             inner.map.clone()
         };
+        // Serializing the spilled nodes read their old bytes through the map without
+        // counting them (they were counted once, when the nodes were loaded): drop them now
+        // so a transaction that rewrote many pages does not leave them all resident.
+        if shared.cfg.mapped_budget > 0 {
+            inner.map.release();
+        }
         {
             let mut c = lock(&shared.current);
             c.meta = meta;

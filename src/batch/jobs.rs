@@ -21,11 +21,13 @@ pub struct SharedReplay {
     pub max_fetchers: usize,
     pub strip_leases: bool,
     pub keep_unknown_leases: bool,
+    /// Each member's share of `--memory-budget`.
+    pub memory_budget: u64,
 }
 
 impl SharedReplay {
     fn for_member(&self, m: &Member) -> ReplayOptions {
-        let mut r = ReplayOptions::new(m.store.temp_dir.clone());
+        let mut r = ReplayOptions::new(m.store.temp_dir.clone()).with_memory_budget(self.memory_budget);
         r.verify_hash = self.verify_hash;
         r.max_fetchers = self.max_fetchers.max(1);
         r.strip_leases = self.strip_leases;
@@ -58,6 +60,7 @@ impl Default for CompactSettings {
                 strip_leases: false,
                 // The compacted snapshot must describe the same cluster: lease IDs stay.
                 keep_unknown_leases: true,
+                memory_budget: crate::snapstore::config::DEFAULT_MEMORY_BUDGET,
             },
             keep_history: false,
             dry_run: false,
@@ -145,6 +148,7 @@ async fn compact_member(m: Member, s: Arc<CompactSettings>) -> Result<Done, Fail
         compression: m.compression,
         dry_run: s.dry_run,
         sort_budget: s.sort_budget,
+        upload_buffer: usize::try_from(s.replay.memory_budget / 4).unwrap_or(usize::MAX),
         temp_dir: m.store.temp_dir.clone(),
         created_on: None,
     };

@@ -37,6 +37,14 @@ impl Schedule {
         });
         Schedule::Parallel(n.max(1))
     }
+
+    /// How many members may run at once (each gets that share of the memory budget).
+    pub fn concurrency(&self) -> usize {
+        match self {
+            Schedule::Parallel(n) => (*n).max(1),
+            Schedule::Ordered { .. } => 1,
+        }
+    }
 }
 
 /// A member's job finished.

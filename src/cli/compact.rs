@@ -8,9 +8,7 @@ use std::process::ExitCode;
 
 use super::metrics::{MetricsArgs, RunMetrics};
 use etcd_restore::batch::{CompactSettings, Purpose, SharedReplay, compact_batch};
-use etcd_restore::compact::{
-    CompactError, CompactOptions, CompactReport, DEFAULT_SORT_BUDGET, compact,
-};
+use etcd_restore::compact::{CompactError, CompactOptions, CompactReport, compact};
 use etcd_restore::replay::ReplayOptions;
 use etcd_restore::snapstore::{Compression, FetchArgs, PlanOptions, Store, StoreArgs};
 
@@ -40,9 +38,10 @@ pub struct CompactArgs {
     #[arg(long)]
     dry_run: bool,
 
-    /// Bytes of sort records kept in memory before spilling to disk.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SORT_BUDGET, hide = true)]
-    sort_budget: usize,
+    /// Bytes of sort records kept in memory before spilling to disk (default: a quarter of
+    /// --memory-budget).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    sort_budget: Option<usize>,
 
     /// Machine-readable report on stdout.
     #[arg(long)]
@@ -132,10 +131,13 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
                 max_fetchers: args.fetch.max_fetchers as usize,
                 strip_leases: false,
                 keep_unknown_leases: true,
+                memory_budget: args.fetch.memory_budget / schedule.concurrency() as u64,
             },
             keep_history: args.keep_history,
             dry_run: args.dry_run,
-            sort_budget: args.sort_budget,
+            sort_budget: args.sort_budget.unwrap_or(
+                budget_share(args.fetch.memory_budget / schedule.concurrency() as u64, 4),
+            ),
         };
         let run = RunMetrics::start("compact");
         let report = compact_batch(&batch, schedule, settings).await;
@@ -144,7 +146,8 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
     args.batch.check_single()?;
     let config = args.store.resolve()?;
     let store = Store::open(&config)?;
-    let mut replay = ReplayOptions::new(config.temp_dir.clone());
+    let mut replay =
+        ReplayOptions::new(config.temp_dir.clone()).with_memory_budget(args.fetch.memory_budget);
     replay.verify_hash = !args.fetch.skip_hash_check;
     replay.max_fetchers = args.fetch.max_fetchers as usize;
     // Lease IDs stay as they are: the compacted snapshot must describe the same cluster.
@@ -164,7 +167,10 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
         keep_history: args.keep_history,
         compression,
         dry_run: args.dry_run,
-        sort_budget: args.sort_budget,
+        sort_budget: args
+            .sort_budget
+            .unwrap_or(budget_share(args.fetch.memory_budget, 4)),
+        upload_buffer: budget_share(args.fetch.memory_budget, 4),
         temp_dir: config.temp_dir.clone(),
         created_on: None,
     };
@@ -236,4 +242,9 @@ fn render(r: &CompactReport) -> String {
     let _ = writeln!(s, "  state       {state}");
     let _ = writeln!(s, "  took        {:.2}s", r.seconds);
     s
+}
+
+/// `budget / parts` as a buffer size.
+fn budget_share(budget: u64, parts: u64) -> usize {
+    usize::try_from(budget / parts).unwrap_or(usize::MAX)
 }

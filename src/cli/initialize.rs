@@ -114,7 +114,7 @@ impl InitJobArgs {
             .as_ref()
             .map(|s| s.describe().to_string())
             .unwrap_or_default();
-        let mut replay = ReplayOptions::new(temp_dir);
+        let mut replay = ReplayOptions::new(temp_dir).with_memory_budget(self.fetch.memory_budget);
         replay.verify_hash = !self.fetch.skip_hash_check;
         replay.max_fetchers = self.fetch.max_fetchers as usize;
         replay.strip_leases = self.strip_leases;

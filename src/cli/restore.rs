@@ -184,6 +184,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
                 max_fetchers: args.fetch.max_fetchers as usize,
                 strip_leases: args.strip_leases,
                 keep_unknown_leases: args.keep_unknown_leases,
+                memory_budget: args.fetch.memory_budget / schedule.concurrency() as u64,
             },
             force: args.force,
             flavor: flavor(&args.etcd_version),
@@ -226,7 +227,8 @@ async fn restore_one(
     let config = args.store.resolve()?;
     let store = Store::open(&config)?;
     *store_label = store.describe().to_string();
-    let mut replay = ReplayOptions::new(config.temp_dir.clone());
+    let mut replay =
+        ReplayOptions::new(config.temp_dir.clone()).with_memory_budget(args.fetch.memory_budget);
     replay.verify_hash = !args.fetch.skip_hash_check;
     replay.max_fetchers = args.fetch.max_fetchers as usize;
     replay.strip_leases = args.strip_leases;

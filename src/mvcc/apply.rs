@@ -19,8 +19,9 @@
 
 use crate::show::{hex, key as show_key};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
+use super::keyindex::{KeyIndex, KeyIndexError, KeyState, Liveness};
 use super::kv::{KeyValue, ProtoError};
 use super::revision::{Revision, parse_rev_key};
 pub use crate::snapstore::delta::{Event, EventKind};
@@ -105,6 +106,8 @@ pub enum ApplyError {
     Sink(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("reading the base snapshot: {0}")]
     Base(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    KeyIndex(#[from] KeyIndexError),
 }
 
 /// A base record that cannot be decoded.
@@ -131,31 +134,8 @@ pub struct ApplyStats {
     pub keys_verified_against_base: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Liveness {
-    Live { create: i64, version: i64 },
-    Absent,
-}
-
-impl Liveness {
-    fn describe(self) -> String {
-        match self {
-            Liveness::Live { create, version } => {
-                format!("a live key (create_revision {create}, version {version})")
-            }
-            Liveness::Absent => "no live key".to_string(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct KeyState {
-    now: Liveness,
-    /// What the first delta event of this key implies about the base, checked in `verify_base`.
-    base_expect: Option<Liveness>,
-}
-
-/// Applies events in order. Holds one small entry per distinct key the deltas touch.
+/// Applies events in order. Holds one small entry per distinct key the deltas touch, in a
+/// [`KeyIndex`] that spills to a scratch file past its budget.
 pub struct Applier {
     base_rev: i64,
     /// Highest revision written (or the base revision before the first write).
@@ -164,7 +144,7 @@ pub struct Applier {
     next_sub: i64,
     /// Sub index within the revision of the last skipped (covered) event.
     covered: Option<(i64, i64)>,
-    keys: HashMap<Box<[u8]>, KeyState>,
+    keys: KeyIndex,
     leases: LeasePolicy,
     stats: ApplyStats,
     buf: Vec<u8>,
@@ -179,11 +159,23 @@ impl Applier {
             current: base_rev,
             next_sub: 0,
             covered: None,
-            keys: HashMap::new(),
+            keys: KeyIndex::in_memory(),
             leases,
             stats: ApplyStats::default(),
             buf: Vec::with_capacity(4096),
         }
+    }
+
+    /// Keeps the per-key state within about `budget` bytes of memory, spilling the rest to a
+    /// scratch file in `dir`.
+    pub fn bound_memory(mut self, budget: usize, dir: &std::path::Path) -> Self {
+        self.keys = KeyIndex::bounded(budget, dir);
+        self
+    }
+
+    /// Whether the per-key state outgrew its memory budget.
+    pub fn spilled(&self) -> bool {
+        self.keys.spilled()
     }
 
     pub fn stats(&self) -> ApplyStats {
@@ -323,8 +315,8 @@ impl Applier {
                 ev.create_revision,
             ));
         };
-        match self.keys.get_mut(ev.key) {
-            Some(st) => {
+        match self.keys.get(ev.key)? {
+            Some(mut st) => {
                 match (st.now, implied) {
                     (Liveness::Live { create, version }, _) => {
                         if create != ev.create_revision {
@@ -349,26 +341,28 @@ impl Applier {
                     create: ev.create_revision,
                     version: ev.version,
                 };
+                self.keys.put(ev.key, st)?;
             }
             None => {
-                self.keys.insert(
-                    ev.key.into(),
+                self.keys.put(
+                    ev.key,
                     KeyState {
                         now: Liveness::Live {
                             create: ev.create_revision,
                             version: ev.version,
                         },
                         base_expect: Some(implied),
+                        base_found: None,
                     },
-                );
+                )?;
             }
         }
         Ok(())
     }
 
     fn check_delete(&mut self, ev: &Event<'_>, at: Revision) -> Result<(), ApplyError> {
-        match self.keys.get_mut(ev.key) {
-            Some(st) => {
+        match self.keys.get(ev.key)? {
+            Some(mut st) => {
                 if st.now == Liveness::Absent {
                     return Err(ApplyError::DeleteOfMissingKey {
                         key: show_key(ev.key),
@@ -376,20 +370,22 @@ impl Applier {
                     });
                 }
                 st.now = Liveness::Absent;
+                self.keys.put(ev.key, st)?;
             }
             None => {
                 // The key must be live in the base; its create/version are unknown until the
                 // base is scanned, so any live state is accepted there.
-                self.keys.insert(
-                    ev.key.into(),
+                self.keys.put(
+                    ev.key,
                     KeyState {
                         now: Liveness::Absent,
                         base_expect: Some(Liveness::Live {
                             create: 0,
                             version: 0,
                         }),
+                        base_found: None,
                     },
-                );
+                )?;
             }
         }
         Ok(())
@@ -459,14 +455,7 @@ impl Applier {
         V: AsRef<[u8]>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let mut base_state: HashMap<&[u8], Liveness> = HashMap::new();
-        let pending: HashSet<&[u8]> = self
-            .keys
-            .iter()
-            .filter(|(_, st)| st.base_expect.is_some())
-            .map(|(k, _)| &**k)
-            .collect();
-        if pending.is_empty() {
+        if self.keys.is_empty() {
             return Ok(());
         }
         for item in records {
@@ -481,24 +470,27 @@ impl Applier {
                 break;
             }
             let kv = KeyValue::decode(v).map_err(|e| bad(e.into()))?;
-            if let Some(&key) = pending.get(kv.key) {
-                let st = if parsed.tombstone {
+            // Records come in revision order: the last one seen is the key's state at the base.
+            if let Some(mut st) = self.keys.get(kv.key)?
+                && st.base_expect.is_some()
+            {
+                st.base_found = Some(if parsed.tombstone {
                     Liveness::Absent
                 } else {
                     Liveness::Live {
                         create: kv.create_revision,
                         version: kv.version,
                     }
-                };
-                base_state.insert(key, st);
+                });
+                self.keys.put(kv.key, st)?;
             }
         }
         let mut verified = 0;
-        for (key, st) in &self.keys {
+        self.keys.for_each(|key, st| {
             let Some(expect) = st.base_expect else {
-                continue;
+                return Ok(());
             };
-            let found = base_state.get(&**key).copied().unwrap_or(Liveness::Absent);
+            let found = st.base_found.unwrap_or(Liveness::Absent);
             let ok = match (expect, found) {
                 (Liveness::Absent, Liveness::Absent) => true,
                 // A DELETE only needs the key to be live (create/version 0 = any).
@@ -527,7 +519,8 @@ impl Applier {
                 });
             }
             verified += 1;
-        }
+            Ok(())
+        })?;
         self.stats.keys_verified_against_base = verified;
         Ok(())
     }

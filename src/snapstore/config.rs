@@ -75,15 +75,45 @@ pub struct FetchArgs {
     /// Accept a full snapshot without etcd's SHA-256 trailer, and do not check it.
     #[arg(long)]
     pub skip_hash_check: bool,
+
+    /// Memory the job sizes its buffers from: per-key history state, commit batches, sort
+    /// runs and upload parts (B, KiB, MiB, GiB). Peak RSS stays near this whatever the size
+    /// of the database or of a delta; a smaller budget spills more to the temp directory.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub memory_budget: u64,
 }
+
+/// The default `--memory-budget`.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 64 << 20;
 
 impl Default for FetchArgs {
     fn default() -> Self {
         FetchArgs {
             max_fetchers: 6,
             skip_hash_check: false,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         }
     }
+}
+
+/// `64MiB`, `512KiB`, `1GiB`, `1048576`: a byte count for a flag. At least 16 MiB: below that
+/// the fixed costs (the mapped program, the runtime) are most of the budget.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)]
+        .iter()
+        .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n.trim(), *m)))
+        .unwrap_or((t, 1));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 64MiB, 1GiB or 1048576"))?;
+    let bytes = n
+        .checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes < 16 << 20 {
+        return Err(format!("{s:?} is below the 16MiB minimum"));
+    }
+    Ok(bytes)
 }
 
 /// etcdbrctl's `--storage-provider` values.

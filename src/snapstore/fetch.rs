@@ -17,7 +17,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::bridge::StreamReader;
 use super::codec::{CodecError, decompress_to};
-use super::delta::{DeltaError, OwnedEvent, decode_delta};
+use super::delta::{DeltaError, Event, decode_delta_json};
+use super::spool::{DeltaBytes, SpillWriter, json_len};
 use super::name::Snapshot;
 use super::store::{Store, StoreError};
 use crate::progress::{CountingReader, Progress};
@@ -336,85 +337,125 @@ pub async fn download_raw(
     Ok(RawObject::Spooled(tmp))
 }
 
-/// Decompresses a raw object completely (blocking).
-pub fn decompress_raw(raw: &RawObject, snapshot: &Snapshot) -> Result<Vec<u8>, FetchError> {
-    let mut out = Vec::with_capacity(usize::try_from(raw.len().saturating_mul(3)).unwrap_or(0));
+/// Decompresses a downloaded delta (blocking) and checks its SHA-256 trailer on the way: the
+/// JSON stays in memory while small and goes to a spool file in `spool_dir` otherwise
+/// ([`DeltaBytes`]), so neither a large nor a hostile delta is ever held whole in memory.
+pub fn decompress_delta(
+    raw: &RawObject,
+    snapshot: &Snapshot,
+    spool_dir: &Path,
+) -> Result<DeltaBytes, FetchError> {
+    let object = &snapshot.path;
+    let spool_err = |what: &'static str| {
+        let path = spool_dir.to_path_buf();
+        move |source| FetchError::Io {
+            object: object.clone(),
+            what,
+            path,
+            source,
+        }
+    };
+    let mut w = TrailerWriter::new(SpillWriter::new(spool_dir));
     match raw {
         RawObject::Memory(v) => {
-            decompress_to(
-                snapshot.compression(),
-                v.as_slice(),
-                &snapshot.path,
-                &mut out,
-            )?;
+            decompress_to(snapshot.compression(), v.as_slice(), object, &mut w)?;
         }
         RawObject::Spooled(f) => {
             let file = f.reopen().map_err(|source| FetchError::Io {
-                object: snapshot.path.clone(),
+                object: object.clone(),
                 what: "reopening spool file",
                 path: f.path().to_path_buf(),
                 source,
             })?;
-            decompress_to(snapshot.compression(), file, &snapshot.path, &mut out)?;
+            decompress_to(snapshot.compression(), file, object, &mut w)?;
         }
     }
-    Ok(out)
+    if w.total <= HASH_LEN as u64 {
+        return Err(FetchError::Delta(
+            DeltaError::<Infallible>::TooShort {
+                object: object.clone(),
+                len: w.total,
+            }
+            .to_string(),
+        ));
+    }
+    let actual = w.hasher.clone().finalize();
+    if actual.as_slice() != &w.tail[..] {
+        return Err(FetchError::Delta(
+            DeltaError::<Infallible>::Hash {
+                object: object.clone(),
+                offset: w.total - HASH_LEN as u64,
+                expected: hex(&w.tail),
+                actual: hex(&actual),
+            }
+            .to_string(),
+        ));
+    }
+    let tail = w.tail;
+    let mut inner = w.inner;
+    inner
+        .write_all(&tail)
+        .map_err(spool_err("writing a spool file in"))?;
+    inner.finish().map_err(spool_err("mapping a spool file in"))
 }
 
-/// Decodes a whole delta (hash checked) into owned events with `from <= mod_revision <= to`.
-fn events_in(
-    data: &[u8],
+/// The events of `data` (a hash-checked delta) with `from <= mod_revision <= to`: how many,
+/// and a SHA-256 over their fields, so two deltas' common ranges compare in constant memory.
+fn digest_range(
+    data: &DeltaBytes,
     snapshot: &Snapshot,
     from: i64,
     to: i64,
-) -> Result<Vec<OwnedEvent>, FetchError> {
-    let mut out = Vec::new();
-    decode_delta(data, &snapshot.path, |e| {
+) -> Result<(u64, [u8; 32]), FetchError> {
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    let json = data.bytes().get(..json_len(data.bytes())).unwrap_or_default();
+    decode_delta_json(json, &snapshot.path, &mut |e: &Event<'_>| {
+        data.touch(e.key.len() + e.value.len() * 4 / 3 + 128);
         if e.mod_revision >= from && e.mod_revision <= to {
-            out.push(OwnedEvent::from(e));
+            n += 1;
+            h.update([e.kind as u8]);
+            for x in [e.create_revision, e.mod_revision, e.version, e.lease] {
+                h.update(x.to_le_bytes());
+            }
+            for b in [e.key, e.value] {
+                h.update((b.len() as u64).to_le_bytes());
+                h.update(b);
+            }
         }
         Ok::<(), Infallible>(())
     })
     .map_err(|e: DeltaError<Infallible>| FetchError::Delta(e.to_string()))?;
-    Ok(out)
+    Ok((n, h.finalize().into()))
 }
 
 /// Checks that two deltas hold the same events where their revision ranges overlap (a leader
 /// hand-off leaves two sidecars' deltas over the same revisions, upstream issue 1043).
 pub fn check_overlap(
     a: &Snapshot,
-    a_data: &[u8],
+    a_data: &DeltaBytes,
     b: &Snapshot,
-    b_data: &[u8],
+    b_data: &DeltaBytes,
 ) -> Result<(), FetchError> {
     let from = a.start_revision().max(b.start_revision());
     let to = a.last_revision().min(b.last_revision());
     if from > to {
         return Ok(());
     }
-    let ea = events_in(a_data, a, from, to)?;
-    let eb = events_in(b_data, b, from, to)?;
-    let disagree = |detail: String| FetchError::Overlap {
-        object: a.path.clone(),
-        other: b.path.clone(),
-        from,
-        to,
-        detail,
-    };
-    for (i, (x, y)) in ea.iter().zip(eb.iter()).enumerate() {
-        if x != y {
-            return Err(disagree(format!(
-                "event {i} in the common range differs (revision {} vs {})",
-                x.mod_revision, y.mod_revision
-            )));
-        }
-    }
-    if ea.len() != eb.len() {
-        return Err(disagree(format!(
-            "{} events vs {} events in the common range",
-            ea.len(),
-            eb.len()
-        )));
+    let (na, ha) = digest_range(a_data, a, from, to)?;
+    let (nb, hb) = digest_range(b_data, b, from, to)?;
+    if (na, ha) != (nb, hb) {
+        return Err(FetchError::Overlap {
+            object: a.path.clone(),
+            other: b.path.clone(),
+            from,
+            to,
+            detail: if na != nb {
+                format!("{na} events vs {nb} events in the common range")
+            } else {
+                format!("the {na} events in the common range differ")
+            },
+        });
     }
     Ok(())
 }

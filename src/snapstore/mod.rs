@@ -12,6 +12,7 @@ mod local_list;
 pub mod name;
 pub mod plan;
 pub mod prefetch;
+pub mod spool;
 pub mod store;
 
 pub use codec::{CodecError, compress_to, decompress_to, decompress_vec};
