@@ -7,6 +7,7 @@ use std::path::Path;
 use bbolt::{Db, OpenOptions};
 
 use crate::mvcc::hashkv::{HashKv, HashKvError, HashKvMeta, hash_kv};
+use crate::mvcc::kv::Lease;
 use crate::mvcc::revision::parse_rev_key;
 use crate::replay::ReplayError;
 
@@ -14,9 +15,19 @@ pub const KEY_BUCKET: &[u8] = b"key";
 pub const META_BUCKET: &[u8] = b"meta";
 pub const LEASE_BUCKET: &[u8] = b"lease";
 
-/// The base's current revision (etcd's rule: the last key's main revision, raised to the
-/// compaction revisions in `meta`) and its lease IDs.
-pub fn read_base_state(db: &Db, object: &str) -> Result<(i64, HashSet<i64>), ReplayError> {
+/// What a replay needs to know about its base database.
+#[derive(Clone, Debug, Default)]
+pub struct BaseState {
+    /// etcd's rule: the last key's main revision, raised to the compaction revisions in `meta`.
+    pub revision: i64,
+    /// The IDs in the `lease` bucket.
+    pub leases: HashSet<i64>,
+    /// The longest TTL among them.
+    pub max_lease_ttl: Option<i64>,
+}
+
+/// Reads the base's [`BaseState`].
+pub fn read_base_state(db: &Db, object: &str) -> Result<BaseState, ReplayError> {
     let base_db = |source| ReplayError::BaseDb {
         object: object.to_string(),
         source,
@@ -42,6 +53,7 @@ pub fn read_base_state(db: &Db, object: &str) -> Result<(i64, HashSet<i64>), Rep
         }
     }
     let mut leases = HashSet::new();
+    let mut max_lease_ttl = None;
     if let Some(b) = tx.bucket(LEASE_BUCKET).map_err(base_db)? {
         let mut c = b.cursor();
         let mut e = c.first().map_err(base_db)?;
@@ -49,10 +61,18 @@ pub fn read_base_state(db: &Db, object: &str) -> Result<(i64, HashSet<i64>), Rep
             if let Ok(k) = <[u8; 8]>::try_from(entry.key) {
                 leases.insert(i64::from_be_bytes(k));
             }
+            // A record etcd could not decode either is left to etcd to report at start-up.
+            if let Ok(l) = Lease::decode(entry.value) {
+                max_lease_ttl = max_lease_ttl.max(Some(l.ttl));
+            }
             e = c.next().map_err(base_db)?;
         }
     }
-    Ok((rev, leases))
+    Ok(BaseState {
+        revision: rev,
+        leases,
+        max_lease_ttl,
+    })
 }
 
 /// A bucket's entries in key order as an iterator.

@@ -12,7 +12,10 @@ use std::time::Instant;
 
 use bbolt::{Db, FreeSpace, OpenOptions, WriteTx};
 
-use crate::mvcc::apply::{Applier, ApplyError, ApplyStats, BaseLookup, LeasePolicy, RecordSink};
+use crate::mvcc::apply::{
+    Applier, ApplyError, ApplyStats, BaseLookup, LeasePolicy, RecordSink, UnknownLeases,
+};
+use crate::mvcc::kv::Lease;
 use crate::progress::{Phase, Progress};
 use crate::snapstore::{self, FetchedDelta, Plan, PrefetchOptions, Prefetcher, Store};
 
@@ -20,6 +23,9 @@ use crate::backend::{BucketScan, read_base_state};
 pub use crate::backend::{KEY_BUCKET, LEASE_BUCKET, META_BUCKET};
 /// etcd writes the `key` bucket with this fill percent (sequential revision keys).
 pub const KEY_FILL_PERCENT: f64 = 0.9;
+/// TTL of a granted lease when the base has no lease to take the longest TTL from: the TTL
+/// of the Kubernetes API server's Event leases (`--event-ttl`, 1 h), the commonest lease.
+pub const DEFAULT_UNKNOWN_LEASE_TTL: i64 = 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -60,8 +66,12 @@ pub enum ReplayError {
 pub struct ReplayOptions {
     pub verify_hash: bool,
     pub strip_leases: bool,
-    /// See [`LeasePolicy::keep_unknown`].
+    /// Keep the IDs of leases granted after the base but grant no lease
+    /// ([`UnknownLeases::KeepId`]); by default they are granted.
     pub keep_unknown_leases: bool,
+    /// TTL (seconds) of the leases granted for keys whose lease the base does not have;
+    /// default: the base's longest lease TTL, or [`DEFAULT_UNKNOWN_LEASE_TTL`].
+    pub unknown_lease_ttl: Option<i64>,
     pub max_fetchers: usize,
     /// Where large deltas are spooled while waiting to be applied.
     pub spool_dir: PathBuf,
@@ -93,6 +103,7 @@ impl ReplayOptions {
             verify_hash: true,
             strip_leases: false,
             keep_unknown_leases: false,
+            unknown_lease_ttl: None,
             max_fetchers: 6,
             spool_dir,
             // The open transaction holds its records and their nodes on the heap; 4 MiB keeps
@@ -141,6 +152,12 @@ pub async fn replay(
     let progress = opts.progress.clone().unwrap_or_default();
     progress.set_phase(Phase::Base);
     progress.set_deltas_total(plan.deltas.len() as u64);
+    // The deltas download and decompress (on the other cores) while the base does.
+    let early = Prefetcher::new(
+        store.clone(),
+        plan.deltas.clone(),
+        PrefetchOptions::new(opts.max_fetchers, opts.spool_dir.clone()),
+    );
     let info = snapstore::fetch_full_with_progress(
         store,
         &plan.base,
@@ -184,10 +201,12 @@ pub async fn replay(
         },
     )
     .map_err(base_db)?;
-    let (base_rev, leases) = read_base_state(&db, &base_object)?;
+    let base = read_base_state(&db, &base_object)?;
+    let base_rev = base.revision;
     report.base_db_revision = base_rev;
     progress.set_revision(base_rev);
     progress.set_phase(Phase::Deltas);
+    let planned_deltas = plan.deltas.len();
     plan.apply_base_revision(base_rev)?;
     report.deltas_skipped = plan
         .skipped
@@ -197,16 +216,27 @@ pub async fn replay(
 
     let t1 = Instant::now();
     let policy = LeasePolicy {
-        known: leases,
+        known: base.leases,
         strip_all: opts.strip_leases,
-        keep_unknown: opts.keep_unknown_leases,
+        unknown: if opts.keep_unknown_leases {
+            UnknownLeases::KeepId
+        } else {
+            UnknownLeases::Grant
+        },
     };
+    // The longest TTL the cluster used: no granted lease runs out before the source's could
+    // have, and a key of a shorter lease lives at most that much longer.
+    let lease_ttl = opts
+        .unknown_lease_ttl
+        .or(base.max_lease_ttl.filter(|&t| t > 0))
+        .unwrap_or(DEFAULT_UNKNOWN_LEASE_TTL);
     let job = ApplyJob {
         base_rev,
         policy,
         stop_at: plan.stop_at_revision,
         batch_bytes: opts.batch_bytes,
         key_state_bytes: opts.key_state_bytes,
+        lease_ttl,
         spool_dir: opts.spool_dir.clone(),
         path: db_path.to_path_buf(),
         progress,
@@ -219,15 +249,28 @@ pub async fn replay(
         .spawn(move || apply_all(db, job, rx))
         .map_err(|e| ReplayError::Thread(e.to_string()))?;
 
-    let mut prefetcher = Prefetcher::new(
-        store.clone(),
-        plan.deltas.clone(),
-        PrefetchOptions::new(opts.max_fetchers, opts.spool_dir.clone()),
-    );
+    // A base newer than its name (upstream 1044) covers some deltas: those must be neither
+    // applied nor even fetched (a damaged covered delta is no reason to fail), so start over
+    // with the deltas that remain. Otherwise the early downloads are the plan's.
+    let mut prefetcher = if plan.deltas.len() == planned_deltas {
+        early
+    } else {
+        drop(early);
+        Prefetcher::new(
+            store.clone(),
+            plan.deltas.clone(),
+            PrefetchOptions::new(opts.max_fetchers, opts.spool_dir.clone()),
+        )
+    };
+    let mut planned = plan.deltas.iter();
     let mut fetch_error = None;
     while let Some(item) = prefetcher.next().await {
         match item {
-            Ok(d) => {
+            Ok(mut d) => {
+                // apply_base_revision may have raised a delta's skip-through revision.
+                if let Some(p) = planned.next() {
+                    d.planned = p.clone();
+                }
                 report.delta_object_bytes += d.object_size;
                 report.delta_json_bytes += d.json().len() as u64;
                 report.deltas_applied.push(d.planned.snapshot.path.clone());
@@ -328,6 +371,8 @@ struct ApplyJob {
     stop_at: Option<i64>,
     batch_bytes: usize,
     key_state_bytes: usize,
+    /// TTL of the leases granted for keys whose lease the base does not have.
+    lease_ttl: i64,
     spool_dir: PathBuf,
     path: PathBuf,
     progress: Arc<Progress>,
@@ -344,10 +389,12 @@ fn apply_all(
         stop_at,
         batch_bytes,
         key_state_bytes,
+        lease_ttl,
         spool_dir,
         path,
         progress,
     } = job;
+    let grant = !policy.strip_all && policy.unknown == UnknownLeases::Grant;
     let db_err = |source| ReplayError::Db {
         path: path.clone(),
         source,
@@ -397,5 +444,37 @@ fn apply_all(
                 .map_err(ReplayError::Verify)?;
         }
     }
-    Ok((applier.stats(), applier.current_revision(), commits))
+    let mut stats = applier.stats();
+    if grant {
+        let leases = applier.unknown_leases().map_err(ReplayError::Verify)?;
+        if !leases.is_empty() {
+            let mut tx = db.begin_write().map_err(db_err)?;
+            let mut b = tx
+                .create_bucket_if_not_exists(LEASE_BUCKET)
+                .map_err(db_err)?;
+            let mut buf = Vec::new();
+            for &id in &leases {
+                buf.clear();
+                Lease {
+                    id,
+                    ttl: lease_ttl,
+                    remaining_ttl: 0,
+                }
+                .encode(&mut buf);
+                b.put(&id.to_be_bytes(), &buf).map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)?;
+            tracing::info!(
+                leases = leases.len(),
+                ttl = lease_ttl,
+                "granted the leases the base snapshot does not have"
+            );
+        }
+        stats.leases_granted = leases.len() as u64;
+    }
+    Ok((
+        stats,
+        applier.current_revision(),
+        commits + u64::from(stats.leases_granted > 0),
+    ))
 }

@@ -405,7 +405,7 @@ fn check_db_sanity(r: &mut Report, layout: &Layout) -> bool {
     }
     drop(tx);
     match read_base_state(&db, &path.display().to_string()) {
-        Ok((rev, _)) => r.db_revision = Some(rev),
+        Ok(base) => r.db_revision = Some(base.revision),
         Err(e) => {
             r.problem("db_revision", Verdict::Corrupt, &path, e.to_string());
             return false;

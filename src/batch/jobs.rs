@@ -21,17 +21,20 @@ pub struct SharedReplay {
     pub max_fetchers: usize,
     pub strip_leases: bool,
     pub keep_unknown_leases: bool,
+    pub unknown_lease_ttl: Option<i64>,
     /// Each member's share of `--memory-budget`.
     pub memory_budget: u64,
 }
 
 impl SharedReplay {
     fn for_member(&self, m: &Member) -> ReplayOptions {
-        let mut r = ReplayOptions::new(m.store.temp_dir.clone()).with_memory_budget(self.memory_budget);
+        let mut r =
+            ReplayOptions::new(m.store.temp_dir.clone()).with_memory_budget(self.memory_budget);
         r.verify_hash = self.verify_hash;
         r.max_fetchers = self.max_fetchers.max(1);
         r.strip_leases = self.strip_leases;
         r.keep_unknown_leases = self.keep_unknown_leases;
+        r.unknown_lease_ttl = self.unknown_lease_ttl;
         r
     }
 }
@@ -58,8 +61,10 @@ impl Default for CompactSettings {
                 verify_hash: true,
                 max_fetchers: 6,
                 strip_leases: false,
-                // The compacted snapshot must describe the same cluster: lease IDs stay.
-                keep_unknown_leases: true,
+                // The compacted snapshot must describe the same cluster: leases granted after
+                // the base are granted in it too.
+                keep_unknown_leases: false,
+                unknown_lease_ttl: None,
                 memory_budget: crate::snapstore::config::DEFAULT_MEMORY_BUDGET,
             },
             keep_history: false,

@@ -34,6 +34,11 @@ pub struct CompactArgs {
     #[command(flatten)]
     batch: BatchArgs,
 
+    /// TTL of the leases granted for keys whose lease was granted after the base snapshot
+    /// (default: the base's longest lease TTL, or 1h; see `restore --help`).
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_ttl)]
+    unknown_lease_ttl: Option<i64>,
+
     /// Build and check everything, upload nothing.
     #[arg(long)]
     dry_run: bool,
@@ -130,14 +135,16 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
                 verify_hash: !args.fetch.skip_hash_check,
                 max_fetchers: args.fetch.max_fetchers as usize,
                 strip_leases: false,
-                keep_unknown_leases: true,
+                keep_unknown_leases: false,
+                unknown_lease_ttl: args.unknown_lease_ttl,
                 memory_budget: args.fetch.memory_budget / schedule.concurrency() as u64,
             },
             keep_history: args.keep_history,
             dry_run: args.dry_run,
-            sort_budget: args.sort_budget.unwrap_or(
-                budget_share(args.fetch.memory_budget / schedule.concurrency() as u64, 4),
-            ),
+            sort_budget: args.sort_budget.unwrap_or(budget_share(
+                args.fetch.memory_budget / schedule.concurrency() as u64,
+                4,
+            )),
         };
         let run = RunMetrics::start("compact");
         let report = compact_batch(&batch, schedule, settings).await;
@@ -150,8 +157,9 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
         ReplayOptions::new(config.temp_dir.clone()).with_memory_budget(args.fetch.memory_budget);
     replay.verify_hash = !args.fetch.skip_hash_check;
     replay.max_fetchers = args.fetch.max_fetchers as usize;
-    // Lease IDs stay as they are: the compacted snapshot must describe the same cluster.
-    replay.keep_unknown_leases = true;
+    // The compacted snapshot must describe the same cluster: every key keeps its lease, and
+    // leases granted after the base are granted in it too.
+    replay.unknown_lease_ttl = args.unknown_lease_ttl;
     let progress = std::sync::Arc::new(etcd_restore::progress::Progress::new());
     replay.progress = Some(progress.clone());
     let compression = match args.compression.as_deref() {

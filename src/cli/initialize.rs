@@ -70,9 +70,13 @@ pub struct InitJobArgs {
     #[arg(long)]
     strip_leases: bool,
 
-    /// Keep lease IDs the base snapshot does not know (see `restore --help`).
+    /// Keep lease IDs the base snapshot does not know, granting no lease (see `restore --help`).
     #[arg(long, conflicts_with = "strip_leases")]
     keep_unknown_leases: bool,
+
+    /// TTL of the leases granted after the base snapshot (see `restore --help`).
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_ttl, conflicts_with_all = ["strip_leases", "keep_unknown_leases"])]
+    unknown_lease_ttl: Option<i64>,
 
     #[command(flatten)]
     member: MemberArgs,
@@ -119,6 +123,7 @@ impl InitJobArgs {
         replay.max_fetchers = self.fetch.max_fetchers as usize;
         replay.strip_leases = self.strip_leases;
         replay.keep_unknown_leases = self.keep_unknown_leases;
+        replay.unknown_lease_ttl = self.unknown_lease_ttl;
         let config = InitConfig {
             data_dir: self.data_dir.clone(),
             store,

@@ -74,3 +74,51 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         .map(|t| t.timestamp())
         .map_err(|e| format!("{s:?} is neither RFC 3339 nor Unix seconds: {e}"))
 }
+
+/// `--unknown-lease-ttl`: Go-style durations (`1h`, `90m`, `1h30m`, `45s`) or plain seconds;
+/// at least a second, as etcd's lease TTLs are.
+pub fn parse_ttl(s: &str) -> Result<i64, String> {
+    let bad = || format!("{s:?} is not a duration like 1h, 30m, 1h30m, 45s or 3600");
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let n: i64 = s.parse().map_err(|_| bad())?;
+        return if n >= 1 { Ok(n) } else { Err(bad()) };
+    }
+    let (mut total, mut num) = (0i64, String::new());
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: i64 = num.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        num.clear();
+    }
+    if !num.is_empty() || total < 1 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn ttl_durations_parse_like_go() {
+        assert_eq!(parse_ttl("3600"), Ok(3600));
+        assert_eq!(parse_ttl("1h30m"), Ok(5400));
+        assert_eq!(parse_ttl("45s"), Ok(45));
+        for bad in ["", "0", "0s", "1d", "h", "10 m", "5m3"] {
+            assert!(parse_ttl(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -55,15 +55,22 @@ pub struct RestoreArgs {
     to_time: Option<i64>,
 
     /// Remove the lease from every restored key, like etcdbrctl (which never re-attaches
-    /// leases). By default a key keeps its lease when the lease exists in the base snapshot.
+    /// leases). By default every key keeps its lease: the base snapshot's leases as they are,
+    /// and leases granted after it are granted again (see --unknown-lease-ttl).
     #[arg(long)]
     strip_leases: bool,
 
-    /// Keep lease IDs that the base snapshot does not know (leases granted after it). The key
-    /// records then equal the source's byte for byte (same HashKV), but etcd cannot attach
-    /// such keys to a lease: they never expire.
+    /// Keep the lease IDs of keys whose lease was granted after the base snapshot, but grant no
+    /// such lease (the behaviour before leases were granted): the key records equal the
+    /// source's byte for byte either way, but these keys then never expire.
     #[arg(long, conflicts_with = "strip_leases")]
     keep_unknown_leases: bool,
+
+    /// TTL of the leases granted for keys whose lease was granted after the base snapshot
+    /// (the deltas do not record lease TTLs). Default: the longest TTL among the base's leases,
+    /// or 1h when it has none.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_ttl, conflicts_with_all = ["strip_leases", "keep_unknown_leases"])]
+    unknown_lease_ttl: Option<i64>,
 
     /// Which etcdutl/etcdctl output to reproduce byte for byte: 3.5 (also read by 3.4) or 3.4.
     #[arg(long, value_name = "VERSION", default_value = "3.5", value_parser = ["3.4", "3.5"])]
@@ -184,6 +191,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
                 max_fetchers: args.fetch.max_fetchers as usize,
                 strip_leases: args.strip_leases,
                 keep_unknown_leases: args.keep_unknown_leases,
+                unknown_lease_ttl: args.unknown_lease_ttl,
                 memory_budget: args.fetch.memory_budget / schedule.concurrency() as u64,
             },
             force: args.force,
@@ -233,6 +241,7 @@ async fn restore_one(
     replay.max_fetchers = args.fetch.max_fetchers as usize;
     replay.strip_leases = args.strip_leases;
     replay.keep_unknown_leases = args.keep_unknown_leases;
+    replay.unknown_lease_ttl = args.unknown_lease_ttl;
     let progress = std::sync::Arc::new(etcd_restore::progress::Progress::new());
     replay.progress = Some(progress.clone());
     let opts = RestoreOptions {
@@ -298,6 +307,13 @@ fn render(r: &RestoreReport) -> String {
     let _ = writeln!(s, "  revision    {}", p.final_revision);
     if p.apply.leases_stripped > 0 {
         let _ = writeln!(s, "  leases      {} stripped", p.apply.leases_stripped);
+    }
+    if p.apply.leases_granted > 0 {
+        let _ = writeln!(
+            s,
+            "  leases      {} granted after the base snapshot, granted again",
+            p.apply.leases_granted
+        );
     }
     let _ = writeln!(s, "  cluster     {}", r.cluster_id);
     for m in &r.members {

@@ -42,17 +42,26 @@ pub trait BaseLookup {
     fn get(&mut self, rev_key: &[u8]) -> Result<Option<Vec<u8>>, Self::Error>;
 }
 
+/// What a restore does with a lease the base snapshot does not have (one granted after it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnknownLeases {
+    /// Keep the key's lease ID and grant the lease: the caller writes a lease record for each
+    /// of [`Applier::unknown_leases`], so the key expires when that lease does.
+    #[default]
+    Grant,
+    /// Keep the ID and grant nothing (the key records equal the source's, but etcd logs
+    /// "failed to attach lease" for such keys at start-up and they never expire).
+    KeepId,
+}
+
 /// How leases on applied keys are treated.
 #[derive(Clone, Debug, Default)]
 pub struct LeasePolicy {
-    /// Lease IDs present in the base DB's `lease` bucket; a key keeps its lease only if it is here.
+    /// Lease IDs present in the base DB's `lease` bucket.
     pub known: HashSet<i64>,
     /// Strip every lease, like `etcdbrctl restore` (which never re-attaches leases).
     pub strip_all: bool,
-    /// Keep lease IDs the base does not know (the records then equal the source's byte for
-    /// byte, so HashKV matches; etcd logs "failed to attach lease" for such keys at start-up and
-    /// they never expire).
-    pub keep_unknown: bool,
+    pub unknown: UnknownLeases,
 }
 
 /// Why an event stream cannot be applied.
@@ -128,8 +137,10 @@ pub struct ApplyStats {
     pub events_skipped: u64,
     /// Source revisions written.
     pub revisions_applied: u64,
-    /// PUTs whose lease was removed (lease unknown to the base, or `strip_all`).
+    /// PUTs whose lease was removed (`strip_all`).
     pub leases_stripped: u64,
+    /// Leases granted because live keys carry them and the base does not have them.
+    pub leases_granted: u64,
     /// Keys whose history was checked against the base at the end.
     pub keys_verified_against_base: u64,
 }
@@ -243,15 +254,10 @@ impl Applier {
         self.buf.clear();
         match ev.kind {
             EventKind::Put => {
-                let lease = if ev.lease != 0
-                    && (self.leases.strip_all
-                        || (!self.leases.keep_unknown && !self.leases.known.contains(&ev.lease)))
-                {
+                let lease = self.lease_of(ev);
+                if lease != ev.lease {
                     self.stats.leases_stripped += 1;
-                    0
-                } else {
-                    ev.lease
-                };
+                }
                 KeyValue {
                     key: ev.key,
                     create_revision: ev.create_revision,
@@ -285,6 +291,28 @@ impl Applier {
                 .map_err(|e| ApplyError::Sink(Box::new(e)))?;
         }
         Ok(())
+    }
+
+    /// The lease a PUT's record carries.
+    fn lease_of(&self, ev: &Event<'_>) -> i64 {
+        if self.leases.strip_all { 0 } else { ev.lease }
+    }
+
+    /// Leases that live keys written by the deltas carry and the base does not have: the
+    /// ones to grant. Call after the last event.
+    pub fn unknown_leases(&mut self) -> Result<std::collections::BTreeSet<i64>, ApplyError> {
+        let mut out = std::collections::BTreeSet::new();
+        let known = &self.leases.known;
+        self.keys.for_each(|_, st| {
+            if matches!(st.now, Liveness::Live { .. })
+                && st.lease != 0
+                && !known.contains(&st.lease)
+            {
+                out.insert(st.lease);
+            }
+            Ok::<(), ApplyError>(())
+        })?;
+        Ok(out)
     }
 
     fn check_put(&mut self, ev: &Event<'_>, at: Revision) -> Result<(), ApplyError> {
@@ -341,6 +369,7 @@ impl Applier {
                     create: ev.create_revision,
                     version: ev.version,
                 };
+                st.lease = self.lease_of(ev);
                 self.keys.put(ev.key, st)?;
             }
             None => {
@@ -353,6 +382,7 @@ impl Applier {
                         },
                         base_expect: Some(implied),
                         base_found: None,
+                        lease: self.lease_of(ev),
                     },
                 )?;
             }
@@ -370,6 +400,7 @@ impl Applier {
                     });
                 }
                 st.now = Liveness::Absent;
+                st.lease = 0;
                 self.keys.put(ev.key, st)?;
             }
             None => {
@@ -384,6 +415,7 @@ impl Applier {
                             version: 0,
                         }),
                         base_found: None,
+                        lease: 0,
                     },
                 )?;
             }
@@ -746,25 +778,56 @@ mod tests {
     }
 
     #[test]
-    fn leases_are_kept_only_when_the_base_knows_them() {
+    fn unknown_leases_of_live_keys_are_reported_and_strip_all_removes_every_lease() {
         let mut out = MapSink::default();
         let policy = LeasePolicy {
             known: [7].into_iter().collect(),
             ..Default::default()
         };
         let mut a = Applier::new(1, policy);
-        let mut e = put(b"a", 2, 2, 1);
-        e.lease = 7;
-        a.apply(&e, &mut out).unwrap();
-        let mut e = put(b"b", 3, 3, 1);
-        e.lease = 8;
-        a.apply(&e, &mut out).unwrap();
-        assert_eq!(a.stats().leases_stripped, 1);
+        let with_lease = |e: Event<'static>, l: i64| Event { lease: l, ..e };
+        a.apply(&with_lease(put(b"a", 2, 2, 1), 7), &mut out)
+            .unwrap();
+        a.apply(&with_lease(put(b"b", 3, 3, 1), 8), &mut out)
+            .unwrap();
+        // "c" held lease 9, then was deleted (its lease revoked): 9 is not granted again.
+        a.apply(&with_lease(put(b"c", 4, 4, 1), 9), &mut out)
+            .unwrap();
+        a.apply(&del(b"c", 5), &mut out).unwrap();
+        // "d" moved from lease 10 to lease 11.
+        a.apply(&with_lease(put(b"d", 6, 6, 1), 10), &mut out)
+            .unwrap();
+        a.apply(&with_lease(put(b"d", 6, 7, 2), 11), &mut out)
+            .unwrap();
+        assert_eq!(a.stats().leases_stripped, 0);
+        assert_eq!(
+            a.unknown_leases().unwrap().into_iter().collect::<Vec<_>>(),
+            vec![8, 11]
+        );
         let leases: Vec<i64> = out
             .records
             .values()
             .map(|v| KeyValue::decode(v).unwrap().lease)
             .collect();
-        assert_eq!(leases, vec![7, 0]);
+        assert_eq!(leases, vec![7, 8, 9, 0, 10, 11]);
+
+        let mut out = MapSink::default();
+        let mut a = Applier::new(
+            1,
+            LeasePolicy {
+                strip_all: true,
+                ..Default::default()
+            },
+        );
+        a.apply(&with_lease(put(b"a", 2, 2, 1), 7), &mut out)
+            .unwrap();
+        assert_eq!(a.stats().leases_stripped, 1);
+        assert!(a.unknown_leases().unwrap().is_empty());
+        assert_eq!(
+            KeyValue::decode(out.records.values().next().unwrap())
+                .unwrap()
+                .lease,
+            0
+        );
     }
 }

@@ -49,10 +49,12 @@ pub struct KeyState {
     pub base_expect: Option<Liveness>,
     /// What the base holds, filled in by the base scan.
     pub base_found: Option<Liveness>,
+    /// The lease the key's current record carries (0 = none, or not live).
+    pub lease: i64,
 }
 
-/// 1 flag byte per liveness slot plus two i64 each.
-const ENCODED_LEN: usize = 3 * 17;
+/// 1 flag byte per liveness slot plus two i64 each, and the lease.
+const ENCODED_LEN: usize = 3 * 17 + 8;
 
 fn put_liveness(out: &mut [u8], l: Option<Liveness>) {
     let (tag, c, v) = match l {
@@ -86,6 +88,7 @@ impl KeyState {
         put_liveness(&mut out[0..17], Some(self.now));
         put_liveness(&mut out[17..34], self.base_expect);
         put_liveness(&mut out[34..51], self.base_found);
+        out[51..59].copy_from_slice(&self.lease.to_le_bytes());
         out
     }
 
@@ -94,6 +97,7 @@ impl KeyState {
             now: get_liveness(b.get(0..17)?)??,
             base_expect: get_liveness(b.get(17..34)?)?,
             base_found: get_liveness(b.get(34..51)?)?,
+            lease: i64::from_le_bytes(b.get(51..59)?.try_into().ok()?),
         })
     }
 }
@@ -357,6 +361,7 @@ mod tests {
                         live(1, i)
                     }),
                     base_found: None,
+                    lease: i,
                 },
             };
             idx.put(&k, st).unwrap();
@@ -387,6 +392,7 @@ mod tests {
                     now: Liveness::Absent,
                     base_expect: None,
                     base_found: None,
+                    lease: 0,
                 },
             )
             .unwrap();

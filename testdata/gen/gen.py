@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEPS = os.environ.get("ETCD_RESTORE_DEPS") or os.path.join(ROOT, ".deps")
 ORACLE_BIN = os.path.join(DEPS, "bin", "bboltoracle")
 VERSIONS = ["3.5.1", "3.4.23"]
-SCENARIOS = ["basic", "v1", "overlap-1043", "base-newer-1044", "covered-844", "lease-expired-1045"]
+SCENARIOS = ["basic", "v1", "overlap-1043", "base-newer-1044", "covered-844", "lease-expired-1045", "leases-after-base"]
 SUFFIX = {"none": "", "gzip": ".gz", "zlib": ".zlib", "lzw": ".Z"}
 # Values longer than this are recorded in oracle dumps by length + sha256 only.
 INLINE_VALUE_MAX = 1024
@@ -1149,6 +1149,38 @@ def scenario_lease_expired_1045(g):
     g.finish(d2["last_revision"], extra_dumps=[d1["last_revision"]])
 
 
+def scenario_leases_after_base(g):
+    """Leases granted after the full snapshot (the deltas carry their IDs but no TTLs): one
+    still alive with keys at the end, one revoked within the deltas (its keys' DELETEs), one
+    whose only key moved to another lease. The base holds a 600 s lease of its own."""
+    g.notes = (
+        "leases granted after the base: alive ones must be granted again on restore; "
+        "the revoked one and the one left without keys must not come back"
+    )
+    g.auth = g.etcd.auth_state()
+    base_lease = g.grant(600)
+    g.put(b"/registry/leases/kube-system/base-holder", b'{"holder":"base"}', lease=base_lease)
+    g.ops(20, big_ok=False)
+    g.full("gzip")
+    # A write first: a lease's granted_revision then tells it apart from the base's leases.
+    g.put(b"/registry/events/default/first", b'{"reason":"Scheduled"}')
+    alive = g.grant(3600)
+    for i in range(5):
+        g.put(f"/registry/events/default/ev-{i}".encode(), f'{{"reason":"Started","n":{i}}}'.encode(), lease=alive)
+    revoked = g.grant(900)
+    for i in range(3):
+        g.put(f"/registry/events/default/gone-{i}".encode(), f'{{"reason":"Killing","n":{i}}}'.encode(), lease=revoked)
+    moved = g.grant(1200)
+    g.put(b"/registry/events/ns-a/moved", b'{"reason":"Pulled"}', lease=moved)
+    d1 = g.delta("gzip")
+    g.revoke(revoked)
+    g.put(b"/registry/events/ns-a/moved", b'{"reason":"Pulled","count":2}', lease=alive)
+    g.put(b"/registry/events/ns-a/plain", b'{"reason":"Created"}')
+    g.ops(10, big_ok=False)
+    d2 = g.delta("gzip")
+    g.finish(d2["last_revision"], extra_dumps=[d1["last_revision"]])
+
+
 def scenario_sample(g):
     """A tiny v2 gzip backup for the README quick start."""
     g.notes = "README sample: one full + two deltas, gzip"
@@ -1172,6 +1204,7 @@ SCENARIO_FUNCS = {
     "base-newer-1044": (scenario_base_newer_1044, "v2", 0),
     "covered-844": (scenario_covered_844, "v2", 0),
     "lease-expired-1045": (scenario_lease_expired_1045, "v2", 0),
+    "leases-after-base": (scenario_leases_after_base, "v2", 0),
     "sample": (scenario_sample, "v2", 0),
 }
 

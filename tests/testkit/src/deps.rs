@@ -3,10 +3,13 @@
 //! A test asks for a dependency with [`require`] (or a typed helper such as
 //! [`crate::EtcdBins::get`] / [`bboltoracle`]). When the file is there it gets its path.
 //! When it is not:
-//! * it is listed in `.deps/MISSING` → print `SKIP <test>: <reason>`, return `None`;
-//! * `ETCD_RESTORE_REQUIRE_DEPS=1` (set by `scripts/test`) → panic: the installer should have
-//!   provided it or said why not;
-//! * otherwise (a developer's plain `cargo test`) → print the SKIP line, return `None`.
+//! * `ETCD_RESTORE_REQUIRE_DEPS=1` (`scripts/test`'s default, so CI) → panic, with the
+//!   installer's reason from `.deps/MISSING` when it gave one: a run that claims to test
+//!   everything must not pass on a machine where part of it could not run;
+//! * otherwise (a developer's plain `cargo test`, or `ETCD_RESTORE_REQUIRE_DEPS=0
+//!   scripts/test`) → print `SKIP <test>: <reason>`, append test and reason to the file named
+//!   by `ETCD_RESTORE_SKIP_LOG` (where `scripts/test` collects them for its closing summary:
+//!   libtest hides a passing test's output) and return `None`.
 
 use std::path::{Path, PathBuf};
 
@@ -65,23 +68,51 @@ pub fn require(dep: &str, rel: &str) -> Option<PathBuf> {
         return Some(path);
     }
     let test = current_test();
-    match missing_reason(dep) {
-        Some(reason) => {
-            println!("SKIP {test}: {reason}");
-            None
-        }
-        None if deps_required() => panic!(
-            "{test}: test dependency {dep} ({}) is missing and not listed in {}; run scripts/install-test-deps",
-            path.display(),
-            deps_dir().join("MISSING").display()
-        ),
-        None => {
-            println!(
-                "SKIP {test}: {dep} not installed at {} (run scripts/install-test-deps)",
-                path.display()
-            );
-            None
-        }
+    let reason = missing_reason(dep);
+    if deps_required() {
+        let why = match &reason {
+            Some(r) => format!("the installer could not provide it: {r}"),
+            None => format!(
+                "not listed in {} either; run scripts/install-test-deps",
+                deps_dir().join("MISSING").display()
+            ),
+        };
+        panic!(
+            "{test}: test dependency {dep} ({}) is missing and ETCD_RESTORE_REQUIRE_DEPS=1: {why}",
+            path.display()
+        );
+    }
+    let reason = reason.unwrap_or_else(|| {
+        format!(
+            "{dep}: not installed at {} (run scripts/install-test-deps)",
+            path.display()
+        )
+    });
+    println!("SKIP {test}: {reason}");
+    record_skip(&test, &reason);
+    None
+}
+
+/// Appends `<test> TAB <reason>` to `$ETCD_RESTORE_SKIP_LOG` when it is set (test names hold
+/// `::` and reasons `: `, so a tab separates them). One `write` per line on an `O_APPEND`
+/// file, so lines from parallel test binaries do not interleave.
+fn record_skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let Some(log) = std::env::var_os("ETCD_RESTORE_SKIP_LOG").filter(|l| !l.is_empty()) else {
+        return;
+    };
+    let line = format!("{test}\t{}\n", reason.replace(['\t', '\n'], " "));
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    // A skip nobody can count would be a silent one: say so loudly instead.
+    if let Err(e) = written {
+        panic!(
+            "{test}: cannot record the skip in {}: {e}",
+            PathBuf::from(log).display()
+        );
     }
 }
 

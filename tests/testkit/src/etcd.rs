@@ -108,6 +108,63 @@ impl EtcdBins {
     }
 }
 
+/// A test matrix over etcd versions: the binaries of each named version (per the skip/require
+/// rule) and how often each ran, so the matrix can prove that every version it names ran
+/// instead of passing with whichever happened to be installed.
+#[derive(Debug)]
+pub struct EtcdMatrix {
+    named: Vec<String>,
+    bins: Vec<EtcdBins>,
+    runs: std::cell::RefCell<std::collections::BTreeMap<String, usize>>,
+}
+
+impl EtcdMatrix {
+    /// Looks up every version; a missing one panics under `ETCD_RESTORE_REQUIRE_DEPS=1` and is
+    /// a recorded skip otherwise.
+    pub fn new(versions: &[&str]) -> EtcdMatrix {
+        EtcdMatrix {
+            named: versions.iter().map(|v| v.to_string()).collect(),
+            bins: versions.iter().filter_map(|v| EtcdBins::get(v)).collect(),
+            runs: Default::default(),
+        }
+    }
+
+    /// The installed versions, in the order named.
+    pub fn bins(&self) -> &[EtcdBins] {
+        &self.bins
+    }
+
+    /// Counts one run of the matrix body with `bins`.
+    pub fn ran(&self, bins: &EtcdBins) {
+        *self
+            .runs
+            .borrow_mut()
+            .entry(bins.version.clone())
+            .or_default() += 1;
+    }
+
+    /// Every named version ran exactly `times` times, except one whose skip was recorded
+    /// (possible only without `ETCD_RESTORE_REQUIRE_DEPS=1`).
+    pub fn assert_each_ran(&self, times: usize) {
+        let runs = self.runs.borrow();
+        for v in &self.named {
+            let installed = self.bins.iter().any(|b| &b.version == v);
+            if !installed {
+                assert!(
+                    !crate::deps::deps_required(),
+                    "etcd {v} is missing but was not reported"
+                );
+                continue;
+            }
+            let n = runs.get(v).copied().unwrap_or(0);
+            assert_eq!(
+                n, times,
+                "etcd {v} ran {n} times, the matrix expects {times}"
+            );
+        }
+    }
+}
+
 /// `snapshot status -w json`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SnapshotStatus {

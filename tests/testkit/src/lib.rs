@@ -9,6 +9,7 @@
 //! * [`Fixture`], [`Oracle`]: committed backups under `testdata/backups/` and their oracle,
 //!   and the comparison of a running etcd with it.
 //! * [`GoOracle`]: the Go bbolt/compress/encoding-json reference binary.
+//! * [`kill`]: time a run, SIGKILL a run after a delay (crash tests).
 
 pub mod cli;
 pub mod cluster;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod etcd;
 pub mod faultproxy;
 pub mod gooracle;
+pub mod kill;
 pub mod kv;
 pub mod objstore;
 pub mod oracle;
@@ -32,7 +34,9 @@ pub use base64;
 pub use cli::Cli;
 pub use cluster::ClusterSpec;
 pub use error::{Error, Result};
-pub use etcd::{ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, HashKv, Member, Range, Status};
+pub use etcd::{
+    ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdMatrix, EtcdProcess, HashKv, Member, Range, Status,
+};
 pub use gooracle::GoOracle;
 pub use kv::KeyValue;
 pub use oracle::{Fixture, Oracle};

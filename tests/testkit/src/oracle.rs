@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::deps::testdata_dir;
 use crate::error::{Error, Result};
 use crate::etcd::{EtcdProcess, Member};
+use crate::gooracle::GoOracle;
 use crate::kv::KeyValue;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,6 +184,48 @@ impl Fixture {
         v
     }
 
+    /// The README quick-start sample (`testdata/sample`).
+    pub fn sample() -> Result<Fixture> {
+        let dir = testdata_dir().join("sample");
+        let oracle = Oracle::load(&dir.join("oracle.json"))?;
+        Ok(Fixture {
+            version: oracle.etcd_version.clone(),
+            scenario: "sample".into(),
+            dir,
+            oracle,
+        })
+    }
+
+    /// Every committed fixture: each version's scenarios, then the sample.
+    pub fn all() -> Result<Vec<Fixture>> {
+        let mut out = Vec::new();
+        for v in crate::ETCD_VERSIONS {
+            for s in Fixture::scenarios(v) {
+                out.push(Fixture::load(v, &s)?);
+            }
+        }
+        out.push(Fixture::sample()?);
+        Ok(out)
+    }
+
+    /// The body of object `o` as stored, its size checked against the oracle and decompressed
+    /// with Go's compress/* (the code etcd-backup-restore compresses with); the SHA-256
+    /// trailer is still on it.
+    pub fn object_body(&self, go: &GoOracle, o: &ObjectRecord) -> Result<Vec<u8>> {
+        let path = self.object_path(o);
+        let raw = std::fs::read(&path).map_err(|e| Error::io("read fixture object", &path, e))?;
+        if raw.len() as u64 != o.size {
+            return Err(Error::parse(
+                format!("fixture object {}", path.display()),
+                format!("{} bytes, the oracle says {}", raw.len(), o.size),
+            ));
+        }
+        match o.compression.as_str() {
+            "none" => Ok(raw),
+            kind => go.decompress(kind, &raw),
+        }
+    }
+
     /// The `--store` root (holds `v2/` and/or `v1/`).
     pub fn store(&self) -> PathBuf {
         self.dir.join("store")
@@ -220,10 +263,13 @@ impl Oracle {
     /// * every hashkv record in that range, recorded with the same compaction revision as the
     ///   etcd has, matches `endpoint hashkv --rev`.
     ///
-    /// Returns the differences (empty = equal). Errors only when etcd cannot be queried or the
-    /// oracle has no dump at `revision`.
-    pub fn compare(&self, etcd: &EtcdProcess, revision: i64) -> Result<Vec<String>> {
-        let mut diffs = Vec::new();
+    /// Returns the differences and how much was compared: a hashkv record recorded under
+    /// another compaction revision cannot be compared, so an etcd with the wrong compaction
+    /// revision would otherwise compare nothing and look equal ([`Oracle::assert_matches`]
+    /// checks the counts). Errors only when etcd cannot be queried or the oracle has no dump
+    /// at `revision`.
+    pub fn compare(&self, etcd: &EtcdProcess, revision: i64) -> Result<Comparison> {
+        let mut c = Comparison::default();
         let want = self.dump_at(revision).ok_or_else(|| {
             Error::parse(
                 "oracle",
@@ -235,7 +281,7 @@ impl Oracle {
         })?;
         let now = etcd.get_all(None)?;
         if now.revision != revision {
-            diffs.push(format!(
+            c.diffs.push(format!(
                 "current revision: expected {revision}, got {}",
                 now.revision
             ));
@@ -244,10 +290,11 @@ impl Oracle {
             &format!("keys at {revision}"),
             &want.kvs,
             &now.kvs,
-            &mut diffs,
+            &mut c.diffs,
         );
 
         let compact = etcd.hashkv(None)?.compact_revision;
+        c.compact_revision = compact;
         for d in &self.dumps {
             if d.revision >= compact.max(1) && d.revision < revision {
                 let got = etcd.get_all(Some(d.revision))?;
@@ -255,34 +302,82 @@ impl Oracle {
                     &format!("keys at historical revision {}", d.revision),
                     &d.kvs,
                     &got.kvs,
-                    &mut diffs,
+                    &mut c.diffs,
                 );
+                c.dumps_compared += 1;
             }
         }
         for h in &self.hashkv {
             if h.revision >= compact && h.revision <= revision && h.compact_revision == compact {
                 let got = etcd.hashkv(Some(h.revision))?;
                 if got.hash != h.hash {
-                    diffs.push(format!(
+                    c.diffs.push(format!(
                         "hashkv at {} (compact {}): expected {}, got {}",
                         h.revision, compact, h.hash, got.hash
                     ));
                 }
+                c.hashkv_compared += 1;
+                c.hashkv_at_revision |= h.revision == revision;
             }
         }
-        Ok(diffs)
+        Ok(c)
     }
 
-    /// [`Oracle::compare`] that panics with every difference and the etcd log tail.
+    /// [`Oracle::compare`] that panics with every difference and the etcd log tail, and also
+    /// when the hashkv the source recorded at `revision` could not be compared (etcd's
+    /// compaction revision is not the source's) or, without such a record, when no hashkv
+    /// was compared at all.
     pub fn assert_matches(&self, etcd: &EtcdProcess, revision: i64) {
+        let c = self.checked_compare(etcd, revision);
+        let at_revision = self.hashkv.iter().find(|h| h.revision == revision);
+        match at_revision {
+            Some(h) => assert!(
+                c.hashkv_at_revision,
+                "etcd {} ({}/{}): the source's hashkv at revision {revision} was recorded at \
+                 compaction revision {}, etcd reports {}: not compared",
+                etcd.bins().version,
+                self.etcd_version,
+                self.scenario,
+                h.compact_revision,
+                c.compact_revision
+            ),
+            None => assert!(
+                c.hashkv_compared > 0,
+                "etcd {} ({}/{}): no hashkv record comparable at compaction revision {} up to \
+                 {revision}",
+                etcd.bins().version,
+                self.etcd_version,
+                self.scenario,
+                c.compact_revision
+            ),
+        }
+    }
+
+    /// For data compacted at `revision` by us (`compact`): etcd's compaction revision is
+    /// `revision` and its keys equal the dump there. The source never ran with that compaction
+    /// revision, so no hashkv record and no historical dump applies; the count proves it.
+    pub fn assert_matches_compacted(&self, etcd: &EtcdProcess, revision: i64) {
+        let c = self.checked_compare(etcd, revision);
+        assert_eq!(
+            c.compact_revision,
+            revision,
+            "etcd {} ({}/{}): compaction revision",
+            etcd.bins().version,
+            self.etcd_version,
+            self.scenario
+        );
+        assert_eq!((c.dumps_compared, c.hashkv_compared), (0, 0));
+    }
+
+    fn checked_compare(&self, etcd: &EtcdProcess, revision: i64) -> Comparison {
         match self.compare(etcd, revision) {
-            Ok(d) if d.is_empty() => {}
-            Ok(d) => panic!(
+            Ok(c) if c.diffs.is_empty() => c,
+            Ok(c) => panic!(
                 "etcd {} ({}/{}) differs from the oracle at revision {revision}:\n  {}",
                 etcd.bins().version,
                 self.etcd_version,
                 self.scenario,
-                d.join("\n  ")
+                c.diffs.join("\n  ")
             ),
             Err(e) => panic!(
                 "comparing etcd {} with the oracle failed: {e}\netcd log tail:\n{}",
@@ -291,6 +386,21 @@ impl Oracle {
             ),
         }
     }
+}
+
+/// What [`Oracle::compare`] found and how much it compared.
+#[derive(Debug, Default, Clone)]
+pub struct Comparison {
+    /// Differences (empty = equal).
+    pub diffs: Vec<String>,
+    /// etcd's compaction revision (-1: never compacted).
+    pub compact_revision: i64,
+    /// Historical dumps compared (the dump at the expected revision not counted).
+    pub dumps_compared: usize,
+    /// Hashkv records compared with `endpoint hashkv --rev`.
+    pub hashkv_compared: usize,
+    /// Whether the record at the expected revision was one of them.
+    pub hashkv_at_revision: bool,
 }
 
 /// Appends to `diffs` how `got` differs from `want` (both sorted by key).

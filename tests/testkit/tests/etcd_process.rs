@@ -1,16 +1,15 @@
 //! testkit's own checks against real etcd: start, query, stop by PID (also on panic),
 //! snapshot restore.
 
-use testkit::{ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, pids};
+use testkit::{ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdMatrix, EtcdProcess, pids};
 
 #[test]
 fn start_query_stop_each_version() {
-    for v in ETCD_VERSIONS {
-        let Some(bins) = EtcdBins::get(v) else {
-            continue;
-        };
+    let matrix = EtcdMatrix::new(&ETCD_VERSIONS);
+    for bins in matrix.bins() {
+        let v = bins.version.as_str();
         let dir = tempfile::tempdir().unwrap();
-        let mut etcd = EtcdProcess::start(&bins, EtcdConfig::new(dir.path().join("d"))).unwrap();
+        let mut etcd = EtcdProcess::start(bins, EtcdConfig::new(dir.path().join("d"))).unwrap();
         let pid = etcd.pid();
         assert!(pids::registered().contains(&pid), "{v}: pid not registered");
 
@@ -49,7 +48,9 @@ fn start_query_stop_each_version() {
             "{v}: etcd {pid} still alive after stop"
         );
         assert!(!pids::registered().contains(&pid));
+        matrix.ran(bins);
     }
+    matrix.assert_each_ran(1);
 }
 
 #[test]
@@ -74,12 +75,10 @@ fn panicking_test_still_stops_etcd() {
 
 #[test]
 fn snapshot_save_restore_start() {
-    for v in ETCD_VERSIONS {
-        let Some(bins) = EtcdBins::get(v) else {
-            continue;
-        };
+    let matrix = EtcdMatrix::new(&ETCD_VERSIONS);
+    for bins in matrix.bins() {
         let dir = tempfile::tempdir().unwrap();
-        let etcd = EtcdProcess::start(&bins, EtcdConfig::new(dir.path().join("src"))).unwrap();
+        let etcd = EtcdProcess::start(bins, EtcdConfig::new(dir.path().join("src"))).unwrap();
         let rev = etcd.put("k", "v").unwrap();
         let snap = dir.path().join("snap.db");
         etcd.etcdctl(&["snapshot".as_ref(), "save".as_ref(), snap.as_os_str()])
@@ -90,11 +89,13 @@ fn snapshot_save_restore_start() {
 
         let cfg = EtcdConfig::new(dir.path().join("restored"));
         bins.snapshot_restore(&snap, &cfg, false).unwrap();
-        let etcd = EtcdProcess::start(&bins, cfg).unwrap();
+        let etcd = EtcdProcess::start(bins, cfg).unwrap();
         let got = etcd.get("k", None).unwrap().expect("key k restored");
         assert_eq!(got.value, b"v");
         assert_eq!(got.mod_revision, rev);
+        matrix.ran(bins);
     }
+    matrix.assert_each_ran(1);
 }
 
 /// The Go oracle on a db that a real etcd wrote (and has closed): bbolt's own check passes and
@@ -104,13 +105,12 @@ fn go_oracle_checks_a_live_etcd_db() {
     let Some(go) = testkit::GoOracle::get() else {
         return;
     };
-    for v in ETCD_VERSIONS {
-        let Some(bins) = EtcdBins::get(v) else {
-            continue;
-        };
+    let matrix = EtcdMatrix::new(&ETCD_VERSIONS);
+    for bins in matrix.bins() {
+        let v = bins.version.as_str();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("d");
-        let mut etcd = EtcdProcess::start(&bins, EtcdConfig::new(&data)).unwrap();
+        let mut etcd = EtcdProcess::start(bins, EtcdConfig::new(&data)).unwrap();
         let mut last = 0;
         for i in 0..50 {
             last = etcd.put(&format!("k{i:02}"), &"v".repeat(i * 40)).unwrap();
@@ -135,5 +135,7 @@ fn go_oracle_checks_a_live_etcd_db() {
             last - 1,
             "{v}: one key-bucket entry per revision 2..={last}"
         );
+        matrix.ran(bins);
     }
+    matrix.assert_each_ran(1);
 }
