@@ -100,10 +100,15 @@ impl Default for FetchArgs {
 /// the fixed costs (the mapped program, the runtime) are most of the budget.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let (num, mul) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)]
-        .iter()
-        .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n.trim(), *m)))
-        .unwrap_or((t, 1));
+    let (num, mul) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n.trim(), *m)))
+    .unwrap_or((t, 1));
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a size like 64MiB, 1GiB or 1048576"))?;

@@ -18,8 +18,8 @@ use tokio::io::AsyncWriteExt;
 use super::bridge::StreamReader;
 use super::codec::{CodecError, decompress_to};
 use super::delta::{DeltaError, Event, decode_delta_json};
-use super::spool::{DeltaBytes, SpillWriter, json_len};
 use super::name::Snapshot;
+use super::spool::{DeltaBytes, SpillWriter, json_len};
 use super::store::{Store, StoreError};
 use crate::progress::{CountingReader, Progress};
 
@@ -409,7 +409,10 @@ fn digest_range(
 ) -> Result<(u64, [u8; 32]), FetchError> {
     let mut h = Sha256::new();
     let mut n = 0u64;
-    let json = data.bytes().get(..json_len(data.bytes())).unwrap_or_default();
+    let json = data
+        .bytes()
+        .get(..json_len(data.bytes()))
+        .unwrap_or_default();
     decode_delta_json(json, &snapshot.path, &mut |e: &Event<'_>| {
         data.touch(e.key.len() + e.value.len() * 4 / 3 + 128);
         if e.mod_revision >= from && e.mod_revision <= to {

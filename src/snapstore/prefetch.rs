@@ -131,14 +131,14 @@ impl Prefetcher {
             .map(move |downloaded| {
                 let spool_dir = spool_dir.clone();
                 async move {
-                let d = downloaded?;
-                let object = d.planned.snapshot.path.clone();
-                let handle =
-                    AbortOnDrop(tokio::task::spawn_blocking(move || prepare(d, &spool_dir)));
-                handle.await.map_err(|e| FetchError::Task {
-                    object,
-                    detail: e.to_string(),
-                })?
+                    let d = downloaded?;
+                    let object = d.planned.snapshot.path.clone();
+                    let handle =
+                        AbortOnDrop(tokio::task::spawn_blocking(move || prepare(d, &spool_dir)));
+                    handle.await.map_err(|e| FetchError::Task {
+                        object,
+                        detail: e.to_string(),
+                    })?
                 }
             })
             .buffered(1)
