@@ -1,13 +1,127 @@
 //! The checker reports every corruption in a corpus built here (bit flips in each meta, in
 //! leaf, branch and freelist pages; a truncated file; a child beyond the high-water mark; a
 //! cycle; a page referenced twice) and never panics, on these and on thousands of random
-//! mutations, whatever the readers do with the same bytes.
+//! mutations, whatever the readers do with the same bytes. Labels come from construction;
+//! Go's own `tx.Check()` (bbolt 1.3.6, the Go oracle) is asked about every case too, and the
+//! verdicts must agree: whatever Go rejects we report, and what Go accepts we flag only with
+//! the kinds of finding Go 1.3.6 does not look for.
 
 mod common;
 
 use bbolt::check::{CheckOptions, FindingKind, check_bytes};
 use bbolt::page::{self, Page};
 use bbolt::{Db, OpenOptions};
+use testkit::gooracle::{GoOracle, GoVerdict};
+
+/// What bbolt 1.3.6's `tx.Check()` looks for (tx.go `check`/`checkBucket`): double frees,
+/// reachable-and-free, unreachable-and-not-free, double references, ids beyond the
+/// high-water mark and page types. Every other kind of ours (metas, truncation, element
+/// bounds, key order, bucket values, freelist contents, depth) is beyond it, and so is part
+/// of our `invalid_type` (see [`beyond_go`]).
+const GO_CHECKS: [FindingKind; 6] = [
+    FindingKind::AlreadyFreed,
+    FindingKind::ReachableFreed,
+    FindingKind::UnreachableUnfreed,
+    FindingKind::MultipleReferences,
+    FindingKind::OutOfBounds,
+    FindingKind::InvalidType,
+];
+
+/// Whether `f` is a finding bbolt 1.3.6's check cannot make. Go calls a page's type invalid
+/// only when it has neither the branch nor the leaf bit; we also when it has other bits
+/// besides (a branch page with the leaf bit set is read as a leaf by bbolt's cursors, so Go's
+/// check walks its children while its readers never would) or its header names another id.
+fn beyond_go(f: &bbolt::check::Finding, bytes: &[u8]) -> bool {
+    if !GO_CHECKS.contains(&f.kind) {
+        return true;
+    }
+    f.kind == FindingKind::InvalidType
+        && f.page.is_some_and(|p| {
+            let off = p as usize * PAGE_SIZE + 8;
+            bytes
+                .get(off..off + 2)
+                .is_some_and(|b| u16::from_le_bytes([b[0], b[1]]) & 0x03 != 0)
+        })
+}
+
+/// Asks Go's check about each case and collects every verdict that disagrees with ours:
+/// * Go rejects it (errors, refuses to open, panics, gives up) → we report something;
+/// * Go accepts it → we report nothing, or at least one finding Go cannot make (which is
+///   then why we differ; findings that follow from it, such as the pages below a page of
+///   invalid type being unreachable, may come with it).
+struct GoVerdicts {
+    go: Option<GoOracle>,
+    dir: tempfile::TempDir,
+    asked: usize,
+    rejected: usize,
+    disagreements: Vec<String>,
+}
+
+impl GoVerdicts {
+    fn new() -> GoVerdicts {
+        GoVerdicts {
+            go: GoOracle::get(),
+            dir: tempfile::tempdir().unwrap(),
+            asked: 0,
+            rejected: 0,
+            disagreements: Vec::new(),
+        }
+    }
+
+    fn compare(&mut self, bytes: &[u8], what: &str) {
+        let Some(go) = &self.go else { return };
+        let path = self.dir.path().join("case.db");
+        std::fs::write(&path, bytes).unwrap();
+        let verdict = go.check_verdict(&path).expect("run bboltoracle check");
+        let ours = findings(bytes);
+        self.asked += 1;
+        let problem = if verdict.accepts() {
+            let explained = ours.iter().any(|f| beyond_go(f, bytes));
+            (!ours.is_empty() && !explained)
+                .then(|| format!("Go accepts it, we report only what Go checks: {ours:?}"))
+        } else {
+            self.rejected += 1;
+            ours.is_empty()
+                .then(|| format!("Go rejects it ({}), we report nothing", short(&verdict)))
+        };
+        if let Some(p) = problem {
+            self.disagreements.push(format!("{what}: {p}"));
+        }
+    }
+
+    /// Every verdict agreed, and Go was asked `min_asked` times at least (rejecting some):
+    /// a comparison that compared nothing must not pass.
+    fn assert_agree(&self, min_asked: usize) {
+        if self.go.is_none() {
+            return; // the skip was recorded by GoOracle::get
+        }
+        assert!(
+            self.disagreements.is_empty(),
+            "{} of {} cases: Go's tx.Check() and ours disagree:\n{}",
+            self.disagreements.len(),
+            self.asked,
+            self.disagreements.join("\n")
+        );
+        assert!(
+            self.asked >= min_asked && self.rejected > 0,
+            "Go asked about {} cases (rejected {}), expected at least {min_asked}",
+            self.asked,
+            self.rejected
+        );
+        println!(
+            "Go's tx.Check() agreed on {} cases ({} rejected)",
+            self.asked, self.rejected
+        );
+    }
+}
+
+fn short(v: &GoVerdict) -> String {
+    let s = format!("{v:?}");
+    s.chars().take(200).collect()
+}
+
+/// The corpus's page size: small, so a few thousand keys make a three-level tree.
+const PAGE_SIZE: usize = 1024;
 
 /// A database with a 3-level `key` bucket, a nested paged bucket, inline buckets, values
 /// spanning several pages, free pages, and (optionally) a synced freelist.
@@ -20,7 +134,7 @@ fn build(sync_freelist: bool) -> Vec<u8> {
             create: true,
             sync_freelist,
             no_sync: true,
-            page_size: 1024,
+            page_size: PAGE_SIZE as u32,
             ..Default::default()
         },
     )
@@ -96,7 +210,7 @@ fn findings(bytes: &[u8]) -> Vec<bbolt::check::Finding> {
     check_bytes(bytes, &CheckOptions::default()).findings
 }
 
-fn expect(bytes: &[u8], kind: FindingKind, what: &str) {
+fn expect(go: &mut GoVerdicts, bytes: &[u8], kind: FindingKind, what: &str) {
     let f = findings(bytes);
     assert!(
         f.iter().any(|x| x.kind == kind),
@@ -104,6 +218,7 @@ fn expect(bytes: &[u8], kind: FindingKind, what: &str) {
     );
     // Readers must not panic either.
     exercise_readers(bytes);
+    go.compare(bytes, what);
 }
 
 /// Opens the bytes, dumps everything, runs stats: errors are fine, panics are not.
@@ -134,7 +249,9 @@ fn branch_elem_off(l: &Layout, pgid: u64, i: usize) -> usize {
 }
 
 fn corpus(sync_freelist: bool) {
+    let mut go = GoVerdicts::new();
     let base = build(sync_freelist);
+    go.compare(&base, "the clean base");
     let l = layout(&base);
     let flip = |off: usize, bit: u8| {
         let mut b = base.clone();
@@ -152,31 +269,44 @@ fn corpus(sync_freelist: bool) {
                         .any(|x| x.kind == FindingKind::MetaInvalid && x.page == Some(m as u64)),
                     "meta {m} byte {off} bit {bit}: {f:?}"
                 );
+                // Go on one bit per byte: it falls back to the other meta (accepts) or, when
+                // the flip hits the newest meta's fields, may open an older tree.
+                if bit == 0 {
+                    go.compare(&b, &format!("meta {m} byte {off} bit {bit}"));
+                }
             }
         }
     }
     let mut both = flip(20, 0);
     both[l.ps + 20] ^= 1;
-    expect(&both, FindingKind::NoValidMeta, "both metas");
+    expect(&mut go, &both, FindingKind::NoValidMeta, "both metas");
 
     // Leaf: header id, flags, element offsets, key order.
     let lo = l.leaf as usize * l.ps;
     for bit in 0..8 {
-        expect(&flip(lo, bit), FindingKind::InvalidType, "leaf id flip");
+        expect(
+            &mut go,
+            &flip(lo, bit),
+            FindingKind::InvalidType,
+            "leaf id flip",
+        );
     }
     for bit in [0, 2, 3, 4, 5, 6, 7] {
         expect(
+            &mut go,
             &flip(lo + 8, bit),
             FindingKind::InvalidType,
             "leaf flags flip",
         );
     }
     expect(
+        &mut go,
         &flip(lo + 16 + 4 + 3, 7),
         FindingKind::ElementBounds,
         "leaf pos flip",
     );
     expect(
+        &mut go,
         &flip(lo + 16 + 8 + 3, 6),
         FindingKind::ElementBounds,
         "leaf ksize flip",
@@ -187,16 +317,22 @@ fn corpus(sync_freelist: bool) {
         let k0 = p.leaf(0).unwrap().key.as_ptr() as usize - base.as_ptr() as usize;
         let mut b = base.clone();
         b[k0] = 0xff;
-        expect(&b, FindingKind::KeyOrder, "leaf key order");
+        expect(&mut go, &b, FindingKind::KeyOrder, "leaf key order");
         // A later key dropping below the parent's branch key for this leaf.
         let k1 = p.leaf(1).unwrap().key.as_ptr() as usize - base.as_ptr() as usize;
         let mut b = base.clone();
         b[k1..k1 + 8].copy_from_slice(&[0; 8]);
-        expect(&b, FindingKind::KeyOrder, "leaf key below the branch key");
+        expect(
+            &mut go,
+            &b,
+            FindingKind::KeyOrder,
+            "leaf key below the branch key",
+        );
     }
     // Branch: child pointers and keys.
     let e1 = branch_elem_off(&l, l.branch, 1);
     expect(
+        &mut go,
         &flip(e1 + 8 + 6, 3),
         FindingKind::OutOfBounds,
         "branch child pgid high-bit flip",
@@ -205,6 +341,7 @@ fn corpus(sync_freelist: bool) {
         let mut b = base.clone();
         u64_at(&mut b, e1 + 8, l.hwm + 5);
         expect(
+            &mut go,
             &b,
             FindingKind::OutOfBounds,
             "child beyond the high-water mark",
@@ -217,6 +354,7 @@ fn corpus(sync_freelist: bool) {
             .pgid;
         u64_at(&mut b, e1 + 8, sib);
         expect(
+            &mut go,
             &b,
             FindingKind::MultipleReferences,
             "a page referenced twice",
@@ -224,6 +362,7 @@ fn corpus(sync_freelist: bool) {
         let mut b = base.clone();
         u64_at(&mut b, e1 + 8, l.key_root);
         expect(
+            &mut go,
             &b,
             FindingKind::MultipleReferences,
             "a cycle to the bucket root",
@@ -231,6 +370,7 @@ fn corpus(sync_freelist: bool) {
         let mut b = base.clone();
         u64_at(&mut b, e1 + 8, l.branch);
         expect(
+            &mut go,
             &b,
             FindingKind::MultipleReferences,
             "a page pointing to itself",
@@ -239,15 +379,17 @@ fn corpus(sync_freelist: bool) {
         let k = p.branch(1).unwrap().key.as_ptr() as usize - base.as_ptr() as usize;
         let mut b = base.clone();
         b[k] = 0xff;
-        expect(&b, FindingKind::KeyOrder, "branch key order");
+        expect(&mut go, &b, FindingKind::KeyOrder, "branch key order");
     }
     expect(
+        &mut go,
         &flip(l.branch as usize * l.ps + 8, 1),
         FindingKind::InvalidType,
         "branch flags flip",
     );
     let re = branch_elem_off(&l, l.key_root, 0);
     expect(
+        &mut go,
         &flip(re + 3, 7),
         FindingKind::ElementBounds,
         "root branch pos flip",
@@ -259,6 +401,7 @@ fn corpus(sync_freelist: bool) {
         let count = u16::from_le_bytes([base[fo + 10], base[fo + 11]]);
         assert!(count > 0 && count < 0xffff, "the corpus has free pages");
         expect(
+            &mut go,
             &flip(fo + 16 + 7, 7),
             FindingKind::FreelistInvalid,
             "freelist id beyond the HWM",
@@ -266,6 +409,7 @@ fn corpus(sync_freelist: bool) {
         let mut b = base.clone();
         u64_at(&mut b, fo + 16, l.leaf);
         expect(
+            &mut go,
             &b,
             FindingKind::ReachableFreed,
             "freelist lists a reachable page",
@@ -273,8 +417,14 @@ fn corpus(sync_freelist: bool) {
         let mut b = base.clone();
         let second = u64::from_le_bytes(base[fo + 24..fo + 32].try_into().unwrap());
         u64_at(&mut b, fo + 16, second);
-        expect(&b, FindingKind::AlreadyFreed, "freelist lists a page twice");
         expect(
+            &mut go,
+            &b,
+            FindingKind::AlreadyFreed,
+            "freelist lists a page twice",
+        );
+        expect(
+            &mut go,
             &flip(fo + 8, 4),
             FindingKind::FreelistInvalid,
             "freelist flags flip",
@@ -282,6 +432,7 @@ fn corpus(sync_freelist: bool) {
         let mut b = base.clone();
         b[fo + 10..fo + 12].copy_from_slice(&0xfffeu16.to_le_bytes());
         expect(
+            &mut go,
             &b,
             FindingKind::FreelistInvalid,
             "freelist count beyond the page",
@@ -290,6 +441,7 @@ fn corpus(sync_freelist: bool) {
         let mut b = base.clone();
         b[fo + 10..fo + 12].copy_from_slice(&(count - 1).to_le_bytes());
         expect(
+            &mut go,
             &b,
             FindingKind::UnreachableUnfreed,
             "page missing from the freelist",
@@ -299,7 +451,12 @@ fn corpus(sync_freelist: bool) {
     // Truncated file.
     let hwm_bytes = l.hwm as usize * l.ps;
     for cut in [hwm_bytes - l.ps, hwm_bytes / 2, 3 * l.ps] {
-        expect(&base[..cut], FindingKind::FileTruncated, "truncated file");
+        expect(
+            &mut go,
+            &base[..cut],
+            FindingKind::FileTruncated,
+            "truncated file",
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.db");
         std::fs::write(&p, &base[..cut]).unwrap();
@@ -313,7 +470,9 @@ fn corpus(sync_freelist: bool) {
     for cut in [0, 1, 100, l.ps, 2 * l.ps - 1] {
         let f = findings(&base[..cut]);
         assert!(!f.is_empty(), "cut at {cut}");
+        go.compare(&base[..cut], &format!("cut at {cut}"));
     }
+    go.assert_agree(150);
 }
 
 #[test]
@@ -343,7 +502,9 @@ fn random_mutations_never_panic() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1500);
-    for _ in 0..n {
+    // Go judges the first few hundred too (a Go check costs a process start).
+    let mut go = GoVerdicts::new();
+    for i in 0..n {
         let mut b = base.clone();
         let pages = l.hwm as usize;
         for _ in 0..(1 + next() % 4) {
@@ -377,8 +538,15 @@ fn random_mutations_never_panic() {
             },
         );
         exercise_readers(&b);
+        if i < GO_MUTATIONS {
+            go.compare(&b, &format!("random mutation {i}"));
+        }
     }
+    go.assert_agree(GO_MUTATIONS.min(n));
 }
+
+/// Random mutations Go's check judges as well.
+const GO_MUTATIONS: usize = 300;
 
 /// Every branch element of the key bucket points at the same child on each level (a DAG),
 /// with the shared leaf full or empty: the readers must stop with an error instead of
@@ -406,7 +574,14 @@ fn shared_subtrees_do_not_blow_up() {
             cur = child;
         }
         let start = std::time::Instant::now();
-        expect(&b, FindingKind::MultipleReferences, "shared subtree");
+        let mut go = GoVerdicts::new();
+        expect(
+            &mut go,
+            &b,
+            FindingKind::MultipleReferences,
+            "shared subtree",
+        );
+        go.assert_agree(1);
         let tx = bbolt::ReadTx::from_bytes(&b).unwrap();
         let mut out = Vec::new();
         let r = bbolt::dump::write_dump_tx(&tx, &mut out);

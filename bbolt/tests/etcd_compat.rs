@@ -1,7 +1,8 @@
 //! Databases written by real etcd (3.5.1 and 3.4.23): every one opens, our dump equals the Go
-//! oracle's byte for byte, both checkers accept it, and appending revisions to it the way a
-//! restore does keeps it valid for Go. Uses `testdata/**/*.db` fixtures when present and
-//! always generates fresh databases with the installed etcd binaries.
+//! oracle's byte for byte, both checkers accept it, our stats equal `etcdutl snapshot status`
+//! and Go's free-page count, and appending revisions to it the way a restore does keeps it
+//! valid for Go. The databases are the full snapshots committed under `testdata/` (compressed
+//! `Full-*` objects) and fresh ones generated with the installed etcd binaries.
 
 mod common;
 
@@ -11,6 +12,8 @@ use std::process::{Command, Stdio};
 
 use bbolt::{Db, FreeSpace, OpenOptions};
 use testkit::etcd::{EtcdBins, EtcdConfig, EtcdProcess};
+use testkit::kv::{hex, sha256};
+use testkit::{Fixture, GoOracle};
 
 /// Runs `etcdctl txn` with `ops` (one `put`/`del` line each) as the success branch.
 fn txn(p: &EtcdProcess, ops: &[String]) {
@@ -42,8 +45,8 @@ fn txn(p: &EtcdProcess, ops: &[String]) {
 }
 
 /// Generates databases with etcd `version`: a snapshot (`etcdctl snapshot save`) and the
-/// member's live db file after a clean stop.
-fn etcd_dbs(version: &str, dir: &Path) -> Option<Vec<PathBuf>> {
+/// member's live db file after a clean stop; and the last revision written.
+fn etcd_dbs(version: &str, dir: &Path) -> Option<(Vec<PathBuf>, i64)> {
     let bins = EtcdBins::get(version)?;
     let data = dir.join(format!("etcd-{version}"));
     let mut p = EtcdProcess::start(&bins, EtcdConfig::new(&data)).expect("etcd starts");
@@ -83,27 +86,7 @@ fn etcd_dbs(version: &str, dir: &Path) -> Option<Vec<PathBuf>> {
     p.stop().unwrap();
     let live = dir.join(format!("live-{version}.db"));
     std::fs::copy(data.join("member/snap/db"), &live).unwrap();
-    Some(vec![snap, live])
-}
-
-fn fixture_dbs() -> Vec<PathBuf> {
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "db")
-                || p.file_name().is_some_and(|n| n == "db")
-            {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&testkit::deps::testdata_dir(), &mut out);
-    out.sort();
-    out
+    Some((vec![snap, live], rev))
 }
 
 fn our_dump(path: &Path) -> Vec<u8> {
@@ -112,24 +95,100 @@ fn our_dump(path: &Path) -> Vec<u8> {
     common::dump_of(&db)
 }
 
-fn assert_same_as_go(path: &Path) {
+fn assert_same_as_go(path: &Path) -> Vec<u8> {
     let ours = our_dump(path);
     assert!(!ours.is_empty());
     common::our_check_clean(path);
     common::go_agrees(path, &ours);
+    ours
 }
 
-#[test]
-fn fixtures_dump_like_go() {
-    for f in fixture_dbs() {
-        // Only real bbolt files: fixtures directories may hold other things named *.db.
-        let head = std::fs::read(&f)
-            .map(|b| b.get(16..20) == Some(&[0xed, 0xda, 0x0c, 0xed][..]))
-            .unwrap_or(false);
-        if head {
-            assert_same_as_go(&f);
+/// The newest main revision in the `key` bucket of a dump (0 when it has none).
+fn newest_revision(dump: &[u8]) -> i64 {
+    use testkit::base64::Engine;
+    let mut newest = 0;
+    for line in dump.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+        let v: testkit::serde_json::Value =
+            testkit::serde_json::from_slice(line).expect("dump line");
+        if v["path"] == testkit::serde_json::json!(["a2V5"]) {
+            let k = testkit::base64::engine::general_purpose::STANDARD
+                .decode(v["key"].as_str().expect("key"))
+                .expect("base64 key");
+            newest = newest.max(i64::from_be_bytes(k[..8].try_into().expect("revision key")));
         }
     }
+    newest
+}
+
+/// Our stats of `path` equal what `snapshot status` of `bins` reports (keys, size) and what
+/// Go's bbolt counts (keys, size, and the free pages of the freelist it rebuilds on open).
+fn assert_stats_like_etcd_and_go(path: &Path, bins: &EtcdBins) {
+    let db = Db::open(path, OpenOptions::read_only()).unwrap();
+    let ours = bbolt::stats::stats(&db.begin_read()).unwrap();
+    let what = format!("{} (etcd {})", path.display(), bins.version);
+    let status = bins
+        .snapshot_status(path)
+        .unwrap_or_else(|e| panic!("{what}: snapshot status: {e}"));
+    assert_eq!(
+        (ours.keys, ours.size()),
+        (status.total_key as u64, status.total_size as u64),
+        "{what}: our (keys, size) vs snapshot status"
+    );
+    assert!(ours.keys > 0, "{what}: no keys");
+    if let Some(go) = GoOracle::get() {
+        let g = go.stats(path).expect("bboltoracle stats");
+        assert_eq!(g.check_errors, 0, "{what}");
+        assert_eq!(
+            (ours.keys, ours.size(), ours.free_pages),
+            (g.keys, g.size, g.free_pages),
+            "{what}: our (keys, size, free pages) vs Go's"
+        );
+    }
+}
+
+/// The committed fixtures' full snapshots (every compression, both versions): the body the
+/// generator recorded (its SHA-256 in oracle.json and in the trailer), minus the trailer, is a
+/// bbolt file that dumps like Go's, passes both checkers, holds revisions up to the db
+/// revision the oracle recorded, and has etcdutl's stats.
+#[test]
+fn fixture_full_snapshots_dump_like_go() {
+    let Some(go) = GoOracle::get() else { return };
+    let bins = EtcdBins::get("3.5.1");
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut listed, mut checked) = (0, 0);
+    for fx in Fixture::all().expect("fixtures") {
+        listed += fx.oracle.objects.iter().filter(|o| o.is_full()).count();
+        for o in fx.oracle.objects.iter().filter(|o| o.is_full()) {
+            let what = format!("{}/{}: {}", fx.version, fx.scenario, o.path);
+            let body = fx
+                .object_body(&go, o)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(body.len() > 32, "{what}: {} bytes", body.len());
+            let (db, trailer) = body.split_at(body.len() - 32);
+            assert_eq!(sha256(db), trailer, "{what}: SHA-256 trailer");
+            assert_eq!(
+                hex(&sha256(db)),
+                o.body_sha256,
+                "{what}: oracle body_sha256"
+            );
+            let path = tmp.path().join(format!("fixture-{checked}.db"));
+            std::fs::write(&path, db).unwrap();
+            let dump = assert_same_as_go(&path);
+            assert_eq!(
+                Some(newest_revision(&dump)),
+                o.db_revision,
+                "{what}: newest revision in the key bucket"
+            );
+            if let Some(bins) = &bins {
+                assert_stats_like_etcd_and_go(&path, bins);
+            }
+            checked += 1;
+        }
+    }
+    // Every full snapshot the oracles list, and at least the 23 committed with this test
+    // (basic 4 + v1 3 + four one-full scenarios, for each version, and the sample).
+    assert_eq!(checked, listed, "full snapshots checked");
+    assert!(checked >= 23, "only {checked} full snapshots found");
 }
 
 /// Appends revisions to an etcd database the way restore does (append-only, bounded
@@ -190,11 +249,19 @@ fn append_like_restore(src: &Path, dir: &Path) {
 
 fn version_test(version: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let Some(files) = etcd_dbs(version, dir.path()) else {
+    let Some((files, rev)) = etcd_dbs(version, dir.path()) else {
         return;
     };
+    let bins = EtcdBins::get(version).expect("etcd_dbs had the binaries");
     for f in &files {
-        assert_same_as_go(f);
+        let dump = assert_same_as_go(f);
+        assert_eq!(
+            newest_revision(&dump),
+            rev,
+            "{}: newest revision",
+            f.display()
+        );
+        assert_stats_like_etcd_and_go(f, &bins);
         let tx_meta = Db::open(f, OpenOptions::read_only()).unwrap().meta();
         // etcd on Linux never syncs a freelist.
         assert_eq!(

@@ -17,6 +17,9 @@ import (
 	"io"
 	"io/ioutil"
 	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -24,6 +27,7 @@ import (
 
 const usage = `usage:
   bboltoracle check FILE
+  bboltoracle stats FILE
   bboltoracle dump FILE
   bboltoracle compress gzip|zlib|lzw      (stdin -> stdout)
   bboltoracle decompress gzip|zlib|lzw    (stdin -> stdout)
@@ -42,7 +46,11 @@ func main() {
 	switch os.Args[1] {
 	case "check":
 		needArgs(3)
+		limits()
 		os.Exit(check(os.Args[2]))
+	case "stats":
+		needArgs(3)
+		os.Exit(stats(os.Args[2]))
 	case "dump":
 		needArgs(3)
 		os.Exit(dump(os.Args[2]))
@@ -73,7 +81,39 @@ func openReadOnly(path string) (*bolt.DB, error) {
 	return bolt.Open(path, 0400, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 }
 
-// check: exit 0 when OK, 1 with errors, 2 when the file cannot be opened.
+// limits bounds what a check of a corrupt file may cost. bbolt 1.3.6 trusts page pointers: a
+// cycle makes its page walk recurse and its cursors grow their stacks without end. The
+// stack is capped at 64 MiB (a real tree is a few levels deep); with
+// BBOLTORACLE_LIMIT_MB / BBOLTORACLE_LIMIT_SECONDS set, a watchdog exits 3 ("gave up") when
+// the process uses more memory or time than that.
+func limits() {
+	debug.SetMaxStack(64 << 20)
+	mb, _ := strconv.ParseUint(os.Getenv("BBOLTORACLE_LIMIT_MB"), 10, 64)
+	secs, _ := strconv.ParseUint(os.Getenv("BBOLTORACLE_LIMIT_SECONDS"), 10, 64)
+	if mb == 0 && secs == 0 {
+		return
+	}
+	start := time.Now()
+	go func() {
+		var m runtime.MemStats
+		for {
+			time.Sleep(20 * time.Millisecond)
+			runtime.ReadMemStats(&m)
+			if mb > 0 && m.Sys > mb<<20 {
+				fmt.Fprintf(os.Stderr, "gave up: memory %d MiB > %d MiB\n", m.Sys>>20, mb)
+				os.Exit(3)
+			}
+			if secs > 0 && time.Since(start) > time.Duration(secs)*time.Second {
+				fmt.Fprintf(os.Stderr, "gave up: time > %d s\n", secs)
+				os.Exit(3)
+			}
+		}
+	}()
+}
+
+// check: exit 0 when OK, 1 with errors, 2 when the file cannot be opened (or bbolt panicked
+// while checking: Go's runtime exits 2 with "panic:" or "fatal error:" on stderr), 3 when
+// it gave up at a limit (see limits).
 func check(path string) int {
 	db, err := openReadOnly(path)
 	if err != nil {
@@ -99,6 +139,42 @@ func check(path string) int {
 	}
 	fmt.Printf("%d errors found\n", count)
 	return 1
+}
+
+// stats prints, as one JSON line, what etcdutl snapshot status reports ("keys": every key of
+// every top-level bucket, counted as its ForEach does; "size": tx.Size()) and "free_pages":
+// the free-page count of the freelist bbolt loads, or rebuilds by walking every tree when the
+// file has none synced (etcd's files: NoFreelistSync). A read-only DB loads it lazily, in
+// Check, so Check runs first; its error count is "check_errors". Exit 0, 2 when it cannot
+// open the file.
+func stats(path string) int {
+	db, err := openReadOnly(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "open %s: %v\n", path, err)
+		return 2
+	}
+	defer db.Close()
+	var keys, size int64
+	checkErrors := 0
+	err = db.View(func(tx *bolt.Tx) error {
+		for range tx.Check() {
+			checkErrors++
+		}
+		size = tx.Size()
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+			return b.ForEach(func(_, _ []byte) error {
+				keys++
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "stats %s: %v\n", path, err)
+		return 2
+	}
+	fmt.Printf(`{"keys":%d,"size":%d,"free_pages":%d,"check_errors":%d}`+"\n",
+		keys, size, db.Stats().FreePageN, checkErrors)
+	return 0
 }
 
 // The dump format is hand-written (not encoding/json) so it is byte-exact by construction:

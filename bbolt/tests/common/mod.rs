@@ -142,7 +142,8 @@ pub fn go_agrees(path: &Path, expected_dump: &[u8]) {
         let b = String::from_utf8_lossy(expected_dump);
         let first = a.lines().zip(b.lines()).position(|(x, y)| x != y);
         panic!(
-            "Go dump differs from the expected dump ({} vs {} lines), first difference at line {:?}",
+            "{}: Go dump differs from the expected dump ({} vs {} lines), first difference at line {:?}",
+            path.display(),
             a.lines().count(),
             b.lines().count(),
             first
