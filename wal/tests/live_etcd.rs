@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::run;
+use common::{first_diff, run};
 use testkit::{EtcdBins, EtcdConfig, EtcdProcess};
 use wal::decoder::Tail;
 use wal::dump::records;
@@ -303,11 +303,46 @@ fn zeroed_sector_is_torn(w: &Written, version: &str) {
         .expect("open");
     f.write_all_at(&vec![0u8; (end - sector_start) as usize], sector_start)
         .expect("zero");
+    let zeroed = fs::read(&seg_path).expect("read");
     let report = wal::verify_data_dir(&OsFs, &d).expect("verify");
     match &report.status {
         WalStatus::Repairable(dm) => assert_eq!(dm.offset, off),
         s => panic!("{version}: zeroed sector: expected repairable, got {s:?}"),
     }
+    // Real etcd on a copy agrees: it starts, keeps the damaged segment as .broken and cuts
+    // it exactly where we say the torn record begins.
+    let by_etcd = tmp.path().join("by_etcd");
+    copy_dir(&d, &by_etcd);
+    let mut cfg = EtcdConfig::new(&by_etcd);
+    cfg.extra_args.push("--snapshot-count=20".into());
+    let mut etcd = EtcdProcess::start(&w.bins, cfg)
+        .unwrap_or_else(|e| panic!("{version}: etcd on a zeroed last sector: {e}"));
+    assert_eq!(etcd.status().expect("status").member_id, w.member_id);
+    etcd.stop().expect("stop");
+    let seg_name = seg_path
+        .file_name()
+        .expect("segment name")
+        .to_string_lossy();
+    let broken = by_etcd.join(format!("member/wal/{seg_name}.broken"));
+    let etcd_broken = fs::read(&broken)
+        .unwrap_or_else(|e| panic!("{version}: etcd kept no {}: {e}", broken.display()));
+    assert_eq!(etcd_broken, zeroed, "{version}: etcd's .broken copy");
+    let (_, etcd_seg) = last_segment(&by_etcd);
+    let etcd_bytes = fs::read(&etcd_seg).expect("read");
+    // etcd kept the records before the torn one, and not the torn one.
+    let off = off as usize;
+    assert_eq!(
+        first_diff(&etcd_bytes[..off], &zeroed[..off]),
+        None,
+        "{version}: etcd changed records before the torn one"
+    );
+    assert_ne!(
+        etcd_bytes.get(off..off + len as usize),
+        zeroed.get(off..off + len as usize),
+        "{version}: etcd kept the torn record"
+    );
+    let after = wal::verify_data_dir(&OsFs, &by_etcd).expect("verify after etcd");
+    assert!(after.is_ok(), "{}", after.to_text());
 }
 
 fn flipped_byte_is_corrupt(w: &Written, version: &str) {

@@ -1,4 +1,8 @@
-//! `.snap` files: etcd's read checks and newest-matching selection.
+//! `.snap` files: the read checks and the newest-matching selection of etcd's snapshotter
+//! (server/etcdserver/api/snap/snapshotter.go `Read`, `LoadNewestAvailable`), reproduced here
+//! on hand-made files; no etcd runs in this file. Real etcd reads our `.snap` files in
+//! `wal/tests/restore_matches_etcdutl.rs` (byte-identical to etcdutl's) and whenever a restore
+//! test starts etcd on a restored member.
 
 use wal::proto::{Snapshot, SnapshotMetadata, WalSnapshot};
 use wal::snap::{decode_snap, encode_snap, load_newest_available, snap_name, write_snap};
@@ -18,8 +22,10 @@ fn snapshot(term: u64, index: u64) -> Snapshot {
     }
 }
 
+/// The cases snapshotter.go `Read` rejects: an empty file, CRC 0 or empty data (empty), a
+/// CRC that does not match, bytes that are no snappb.Snapshot.
 #[test]
-fn read_rejects_what_etcd_rejects() {
+fn decode_rejects_empty_crc_mismatched_and_undecodable_snaps() {
     let s = snapshot(1, 5);
     let b = encode_snap(&s);
     assert_eq!(decode_snap(&b).unwrap(), s);
