@@ -9,7 +9,9 @@ use testkit::{base64, serde_json, tempfile};
 
 use testkit::kv::{hex, sha256};
 use testkit::oracle::ObjectRecord;
-use testkit::{ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdProcess, Fixture, GoOracle, pids};
+use testkit::{
+    ETCD_VERSIONS, EtcdBins, EtcdConfig, EtcdMatrix, EtcdProcess, Fixture, GoOracle, pids,
+};
 
 const SCENARIOS: [&str; 6] = [
     "basic",
@@ -31,14 +33,7 @@ fn fixtures() -> Vec<Fixture> {
 }
 
 fn sample() -> Fixture {
-    let dir = testkit::deps::testdata_dir().join("sample");
-    let oracle = testkit::Oracle::load(&dir.join("oracle.json")).expect("sample oracle");
-    Fixture {
-        version: oracle.etcd_version.clone(),
-        scenario: "sample".into(),
-        dir,
-        oracle,
-    }
+    Fixture::sample().expect("sample fixture")
 }
 
 /// An object name parsed by etcd-backup-restore's rules (pkg/snapstore/snapshot.go
@@ -86,14 +81,8 @@ fn suffix_of(compression: &str) -> &'static str {
 
 /// The uncompressed body of an object, decompressed by Go's compress/* (the Go oracle).
 fn body(go: &GoOracle, fx: &Fixture, o: &ObjectRecord) -> Vec<u8> {
-    let raw = std::fs::read(fx.object_path(o)).expect("read object");
-    assert_eq!(raw.len() as u64, o.size, "{}: size", o.path);
-    match o.compression.as_str() {
-        "none" => raw,
-        kind => go
-            .decompress(kind, &raw)
-            .unwrap_or_else(|e| panic!("{}/{}: {}: {e}", fx.version, fx.scenario, o.path)),
-    }
+    fx.object_body(go, o)
+        .unwrap_or_else(|e| panic!("{}/{}: {}: {e}", fx.version, fx.scenario, o.path))
 }
 
 fn files_under(dir: &Path) -> Vec<String> {
@@ -479,11 +468,13 @@ fn restore_latest_full_with_etcd_3_4_23() {
 fn restore_basic_across_versions() {
     let Some(go) = GoOracle::get() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    for (fixture_version, etcd_version) in [("3.5.1", "3.4.23"), ("3.4.23", "3.5.1")] {
-        let Some(bins) = EtcdBins::get(etcd_version) else {
-            continue;
-        };
-        let fx = Fixture::load(fixture_version, "basic").unwrap();
-        restore_and_compare(&bins, &fx, &go, tmp.path());
+    let matrix = EtcdMatrix::new(&ETCD_VERSIONS);
+    for bins in matrix.bins() {
+        // The fixture made by the other version.
+        let other = ETCD_VERSIONS.iter().find(|v| **v != bins.version).unwrap();
+        let fx = Fixture::load(other, "basic").unwrap();
+        restore_and_compare(bins, &fx, &go, tmp.path());
+        matrix.ran(bins);
     }
+    matrix.assert_each_ran(1);
 }
