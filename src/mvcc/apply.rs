@@ -11,8 +11,12 @@
 //! Every event carries its own create_revision and version; we recompute both from the key's
 //! history and refuse the backup when they disagree, because a disagreement means a lost or
 //! duplicated event. Keys whose history starts in the base DB are checked against the base in
-//! one sequential pass at the end ([`Applier::verify_base`]), so memory grows with the number of
-//! distinct keys the deltas touch, never with the size of the base.
+//! one sequential pass at the end ([`Applier::verify_base`]). The per-key state lives in a
+//! [`KeyIndex`] that spills to a scratch file past its budget, so memory grows neither with the
+//! size of the base nor with the number of keys the deltas touch.
+//!
+//! Leases: a key keeps the lease ID its event carries; [`Applier::unknown_leases`] names the
+//! leases live keys hold that the base does not have, which the caller grants.
 //!
 //! Nothing here reads the wall clock: no lease can expire during a restore (upstream
 //! etcd-backup-restore issues 1045/1046).
