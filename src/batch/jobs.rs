@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::compact::{CompactOptions, DEFAULT_SORT_BUDGET, compact};
+use crate::compact::{CompactOptions, DEFAULT_COMPRESSION_BUFFER, DEFAULT_SORT_BUDGET, compact};
 use crate::replay::ReplayOptions;
 use crate::restore::{MemberFlags, RestoreOptions, Targets, restore};
 use crate::snapstore::{PlanOptions, Store, plan};
@@ -52,6 +52,14 @@ pub struct CompactSettings {
     pub keep_history: bool,
     pub dry_run: bool,
     pub sort_budget: usize,
+    /// `--compression-level`, checked against each member's codec when it runs.
+    pub compression_level: Option<i32>,
+    /// Compressing threads per member (0: one per core).
+    pub compression_threads: usize,
+    /// Bytes of compression buffers per member.
+    pub compression_buffer: usize,
+    /// Bytes per gzip member / zstd frame (0: the codec's default).
+    pub compression_chunk: usize,
 }
 
 impl Default for CompactSettings {
@@ -70,6 +78,10 @@ impl Default for CompactSettings {
             keep_history: false,
             dry_run: false,
             sort_budget: DEFAULT_SORT_BUDGET,
+            compression_level: None,
+            compression_threads: 0,
+            compression_buffer: DEFAULT_COMPRESSION_BUFFER,
+            compression_chunk: 0,
         }
     }
 }
@@ -151,6 +163,10 @@ async fn compact_member(m: Member, s: Arc<CompactSettings>) -> Result<Done, Fail
         replay: s.replay.for_member(&m),
         keep_history: s.keep_history,
         compression: m.compression,
+        compression_level: s.compression_level,
+        compression_threads: s.compression_threads,
+        compression_buffer: s.compression_buffer,
+        compression_chunk: s.compression_chunk,
         dry_run: s.dry_run,
         sort_budget: s.sort_budget,
         upload_buffer: usize::try_from(s.replay.memory_budget / 4).unwrap_or(usize::MAX),

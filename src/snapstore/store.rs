@@ -48,6 +48,14 @@ pub enum StoreError {
     UnsafeKey { store: String, detail: String },
     #[error("{object}: already exists; backups are never overwritten")]
     AlreadyExists { object: String },
+    /// An upload read other bytes than the caller expected (its file changed); the upload
+    /// was aborted, nothing was created.
+    #[error("{object}: the upload read {bytes} bytes that do not match what was expected")]
+    Unexpected {
+        object: String,
+        bytes: u64,
+        sha256: [u8; 32],
+    },
     #[error("{}: invalid object path: {detail}", crate::show::name(.object))]
     BadPath { object: String, detail: String },
     #[error("{object}: reading the local file failed: {source}")]
@@ -471,6 +479,35 @@ impl Store {
         part_size: u64,
         concurrency: usize,
     ) -> Result<u64, StoreError> {
+        self.put_multipart(relative, file, part_size, concurrency, None)
+            .await
+    }
+
+    /// [`Store::put_multipart_file`] that hashes the bytes as it sends them and completes the
+    /// upload only if they are `expected` (size and sha256); otherwise it aborts the upload
+    /// and fails with [`StoreError::Unexpected`]. Proves the object is the bytes the caller
+    /// produced without downloading it again.
+    pub async fn put_multipart_file_expecting(
+        &self,
+        relative: &str,
+        file: &std::path::Path,
+        part_size: u64,
+        concurrency: usize,
+        expected: &Expected,
+    ) -> Result<u64, StoreError> {
+        self.put_multipart(relative, file, part_size, concurrency, Some(expected))
+            .await
+    }
+
+    async fn put_multipart(
+        &self,
+        relative: &str,
+        file: &std::path::Path,
+        part_size: u64,
+        concurrency: usize,
+        expected: Option<&Expected>,
+    ) -> Result<u64, StoreError> {
+        use sha2::Digest;
         use tokio::io::AsyncReadExt;
         if self.exists(relative).await? {
             return Err(StoreError::AlreadyExists {
@@ -496,6 +533,7 @@ impl Store {
         let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
+        let mut hasher = sha2::Sha256::new();
         let result: Result<(), StoreError> = async {
             loop {
                 let n = f.read(&mut buf).await.map_err(io_err)?;
@@ -510,8 +548,22 @@ impl Store {
                         op: "put_multipart",
                         source,
                     })?;
-                writer.write(buf.get(..n).unwrap_or_default());
+                let data = buf.get(..n).unwrap_or_default();
+                if expected.is_some() {
+                    hasher.update(data);
+                }
+                writer.write(data);
                 total += n as u64;
+            }
+            if let Some(want) = expected {
+                let sha256: [u8; 32] = hasher.finalize().into();
+                if total != want.bytes || sha256 != want.sha256 {
+                    return Err(StoreError::Unexpected {
+                        object: relative.to_string(),
+                        bytes: total,
+                        sha256,
+                    });
+                }
             }
             Ok(())
         }
@@ -527,6 +579,13 @@ impl Store {
         })?;
         Ok(total)
     }
+}
+
+/// What an upload must read from its file: [`Store::put_multipart_file_expecting`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub bytes: u64,
+    pub sha256: [u8; 32],
 }
 
 fn client_options(

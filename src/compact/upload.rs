@@ -1,0 +1,145 @@
+//! Publishing the packed snapshot: a temporary object, then a create-only copy to the final
+//! name, so the name appears only complete and never overwrites; and reclaiming what killed
+//! runs left behind (temporary objects, staged local uploads, work directories).
+
+use std::path::Path;
+
+use super::{CompactError, Packed, UPLOAD_TEMP_PREFIX, WORK_DIR_PREFIX};
+use crate::show::hex;
+use crate::snapstore::store::Expected;
+use crate::snapstore::{self, Store, StoreError};
+
+/// Largest object a server-side copy handles everywhere (S3's single-part copy limit); larger
+/// snapshots are uploaded directly under their final name after an existence check.
+const MAX_SERVER_COPY: u64 = 5 << 30;
+
+/// Uploads `packed` as `object`, which must not exist, so that `object` appears only complete:
+/// the bytes go to a temporary object first and are then copied create-only. Two runs racing
+/// for one name cannot overwrite each other; the loser fails with [`CompactError::Exists`].
+///
+/// The bytes are hashed as they are sent and must be what [`super::pack`] wrote (size and
+/// sha256) before the upload is completed: a packed file that changed on disk is never
+/// published ([`CompactError::Verify`]).
+pub(super) async fn upload(
+    store: &Store,
+    object: &str,
+    packed_path: &Path,
+    packed: &Packed,
+    upload_buffer: usize,
+) -> Result<(), CompactError> {
+    let object_bytes = packed.object_bytes;
+    let expected = Expected {
+        bytes: object_bytes,
+        sha256: packed.object_sha256,
+    };
+    let (part, conc) = store
+        .config()
+        .map(|c| (c.min_chunk_size, c.max_parallel_chunk_uploads as usize))
+        .unwrap_or((snapstore::config::MIN_CHUNK_SIZE, 5));
+    // Each part in flight is a buffer, plus the one being filled.
+    let fit = upload_buffer / usize::try_from(part).unwrap_or(usize::MAX).max(1);
+    let conc = conc.min(fit.saturating_sub(1)).max(1);
+    let exists = |e| match e {
+        StoreError::AlreadyExists { object } => CompactError::Exists { object },
+        StoreError::Unexpected {
+            object,
+            bytes,
+            sha256,
+        } => CompactError::Verify {
+            object,
+            what: "the upload read from the packed file",
+            expected: format!("{object_bytes} bytes with sha256 {}", hex(&expected.sha256)),
+            actual: format!("{bytes} bytes with sha256 {}", hex(&sha256)),
+        },
+        e => e.into(),
+    };
+    let local = matches!(
+        store.config().map(|c| &c.backend),
+        Some(snapstore::Backend::Local { .. })
+    );
+    if object_bytes > MAX_SERVER_COPY && !local {
+        // Multipart uploads commit atomically, so no partial object is ever visible; only the
+        // create-only guarantee is weaker (checked just before).
+        tracing::warn!(
+            object,
+            bytes = object_bytes,
+            "too large for a server-side copy; uploading under the final name directly"
+        );
+        store
+            .put_multipart_file_expecting(object, packed_path, part, conc, &expected)
+            .await
+            .map_err(exists)?;
+        return Ok(());
+    }
+    let name = object.rsplit('/').next().unwrap_or(object);
+    let temp = format!("v2/{UPLOAD_TEMP_PREFIX}{}-{name}", std::process::id());
+    let result = async {
+        store
+            .put_multipart_file_expecting(&temp, packed_path, part, conc, &expected)
+            .await
+            .map_err(exists)?;
+        store.copy_create(&temp, object).await.map_err(exists)
+    }
+    .await;
+    if let Err(e) = store.delete(&temp).await {
+        tracing::warn!(object = %temp, error = %e, "could not remove the temporary upload; the next compact run removes it");
+    }
+    result
+}
+
+/// Removes temporary uploads of earlier runs that died (listed as ignored objects). Concurrent
+/// compactions of one store are not supported: a running one whose temporary object vanishes
+/// fails cleanly at its copy.
+pub(super) async fn reclaim_temp_uploads(store: &Store, ignored: &[snapstore::IgnoredObject]) {
+    for o in ignored {
+        if o.path
+            .strip_prefix("v2/")
+            .is_some_and(|n| n.starts_with(UPLOAD_TEMP_PREFIX))
+        {
+            tracing::info!(object = %o.path, "removing a temporary upload left by an earlier run");
+            if let Err(e) = store.delete(&o.path).await {
+                tracing::warn!(object = %o.path, error = %e, "could not remove a stale temporary upload");
+            }
+        }
+    }
+    // The local store stages multipart uploads as `<object>#<n>` files that its listing hides.
+    if let Some(snapstore::Backend::Local { root }) = store.config().map(|c| &c.backend) {
+        let mut dir = root.clone();
+        if !store.prefix().is_empty() {
+            dir.push(store.prefix());
+        }
+        dir.push("v2");
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                if n.starts_with(UPLOAD_TEMP_PREFIX) && n.contains('#') {
+                    tracing::info!(path = %e.path().display(), "removing a staged upload left by an earlier run");
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// Removes work directories of earlier runs whose process is gone (`<prefix><pid>-*`).
+pub(super) fn reclaim_work_dirs(temp_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name();
+        let Some(pid) = n
+            .to_str()
+            .and_then(|n| n.strip_prefix(WORK_DIR_PREFIX))
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            tracing::info!(path = %e.path().display(), "removing a work directory left by an earlier run");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
