@@ -118,7 +118,7 @@ pub async fn replay_client(args: &[String]) -> R<()> {
         let mut batches: Vec<Vec<RequestOp>> = Vec::new();
         let mut last = 0i64;
         let object = delta.planned.snapshot.path.clone();
-        snapstore::decode_delta(&delta.data, &object, |e| -> Result<(), Infallible> {
+        snapstore::decode_delta(delta.bytes(), &object, |e| -> Result<(), Infallible> {
             if e.mod_revision <= skip {
                 return Ok(());
             }
