@@ -492,6 +492,50 @@ fn every_job_stays_within_64_mib_and_etcd_serves_the_restore() {
     );
     let db = dir.join("member/snap/db");
     run("db check", &[os("db"), os("check"), db.as_os_str()]);
+    for mode in ["sanity", "auto"] {
+        run(
+            &format!("validate --mode {mode}"),
+            &[os("validate"), os("--mode"), os(mode), os("--data-dir"), dir.as_os_str()],
+        );
+    }
+    // One backup into a three-member cluster: replayed once, copied to the other members.
+    let template = tmp.path().join("members/{name}.etcd");
+    let cluster = "m1=http://127.0.0.1:2380,m2=http://127.0.0.1:2381,m3=http://127.0.0.1:2382";
+    run(
+        "restore --data-dir-template (3 members)",
+        &[
+            os("restore"),
+            os("--store"),
+            store.as_os_str(),
+            os("--data-dir-template"),
+            template.as_os_str(),
+            os("--name"),
+            os("m1"),
+            os("--initial-cluster"),
+            os(cluster),
+            os("--initial-advertise-peer-urls"),
+            os("http://127.0.0.1:2380"),
+        ],
+    );
+    // Two stores restored at once: each member gets half of the memory budget.
+    let second = tmp.path().join("store2");
+    testkit::tree::copy_dir(&store, &second).unwrap();
+    let batch = tmp.path().join("batch.yaml");
+    std::fs::write(
+        &batch,
+        format!(
+            "defaults:\n  store: {}\nmembers:\n  - alias: a\n    prefix: store\n    dataDir: {}\n  - alias: b\n    prefix: store2\n    dataDir: {}\n",
+            tmp.path().display(),
+            tmp.path().join("batch-a.etcd").display(),
+            tmp.path().join("batch-b.etcd").display()
+        ),
+    )
+    .unwrap();
+    run(
+        "restore --batch --parallel 2",
+        &[os("restore"), os("--batch"), batch.as_os_str(), os("--parallel"), os("2")],
+    );
+    std::fs::remove_dir_all(&second).unwrap();
     run(
         "compact",
         &[os("compact"), os("--store"), store.as_os_str()],

@@ -250,8 +250,12 @@ impl KeyIndex {
         let Some(spill) = &self.spill else {
             return Ok(());
         };
-        let mut entries: Vec<(Box<[u8]>, KeyState)> = self.mem.drain().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Sorted references, not moved entries: the flush then costs 24 bytes per entry on
+        // top of the map instead of a second copy of it.
+        let mut entries: Vec<(&[u8], &KeyState)> =
+            self.mem.iter().map(|(k, st)| (&**k, st)).collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut added = 0u64;
         // Several small transactions rather than one: each holds the leaves it rewrites in
         // memory until it commits.
         for chunk in entries.chunks(FLUSH_ENTRIES) {
@@ -262,7 +266,7 @@ impl KeyIndex {
                     .map_err(spill.err())?;
                 for (k, st) in chunk {
                     if b.get(k).map_err(spill.err())?.is_none() {
-                        self.len_spilled += 1;
+                        added += 1;
                     }
                     b.put(k, &st.encode()).map_err(spill.err())?;
                 }
@@ -270,6 +274,8 @@ impl KeyIndex {
             tx.commit().map_err(spill.err())?;
         }
         drop(entries);
+        self.len_spilled += added;
+        self.mem.clear();
         // Give the map's table back too: after a flush it refills from empty.
         self.mem.shrink_to(0);
         self.mem_bytes = 0;
