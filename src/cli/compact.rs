@@ -9,11 +9,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::metrics::{MetricsArgs, RunMetrics};
+use etcd_restore::batch::config::parse_compression;
 use etcd_restore::batch::{CompactSettings, Purpose, SharedReplay, compact_batch};
 use etcd_restore::compact::{CompactError, CompactOptions, CompactReport, compact};
 use etcd_restore::replay::ReplayOptions;
 use etcd_restore::snapstore::codec::check_level;
-use etcd_restore::snapstore::{Compression, FetchArgs, PlanOptions, Store, StoreArgs};
+use etcd_restore::snapstore::{FetchArgs, PlanOptions, Store, StoreArgs};
 
 use super::batch::BatchArgs;
 use super::restore::{EmbeddedEtcdArgs, MemberArgs};
@@ -187,13 +188,9 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
     replay.unknown_lease_ttl = args.unknown_lease_ttl;
     let progress = std::sync::Arc::new(etcd_restore::progress::Progress::new());
     replay.progress = Some(progress.clone());
-    let compression = match args.compression.as_deref() {
-        None => None,
-        Some("none") => Some(Compression::None),
-        Some("gzip") => Compression::from_extension("gz"),
-        Some("zstd") => Compression::from_extension("zst"),
-        Some(ext) => Compression::from_extension(ext),
-    };
+    // The names clap accepts; "lzw" used to fall through to the plan's codec (its extension
+    // is ".Z"), so `--compression lzw` wrote gzip.
+    let compression = args.compression.as_deref().and_then(parse_compression);
     // With the codec named, a level it cannot take is a usage error now; otherwise the codec
     // comes from the plan and compact() checks it before the replay.
     if let Some(c) = compression

@@ -304,10 +304,12 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
 
     let t2 = Instant::now();
     let packed_path = work.path().join("upload");
-    let par = Parallelism {
-        chunk: opts.compression_chunk,
-        ..Parallelism::within(compression, opts.compression_threads, opts.compression_buffer)
-    };
+    let par = Parallelism::within(
+        compression,
+        opts.compression_threads,
+        opts.compression_chunk,
+        opts.compression_buffer,
+    );
     let (f2, p2) = (folded.clone(), packed_path.clone());
     let packed = blocking("packing", &folded, move || {
         pack(&f2, &p2, compression, level, par)

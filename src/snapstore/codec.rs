@@ -354,15 +354,22 @@ pub struct Parallelism {
 }
 
 impl Parallelism {
-    /// `threads` workers (0: one per available core), with the buffers kept within
-    /// `memory` bytes: fewer chunks in flight, and no more workers than can be kept busy.
-    pub fn within(compression: Compression, threads: usize, memory: usize) -> Parallelism {
+    /// `threads` workers (0: one per available core) on chunks of `chunk` bytes (0: the
+    /// codec's), with the buffers kept within `memory` bytes: fewer chunks in flight, and no
+    /// more workers than can be kept busy.
+    pub fn within(
+        compression: Compression,
+        threads: usize,
+        chunk: usize,
+        memory: usize,
+    ) -> Parallelism {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             threads
         };
-        let chunk = parallel_chunk(compression).unwrap_or(GZIP_MEMBER_BYTES);
+        let fixed = parallel_chunk(compression).unwrap_or(GZIP_MEMBER_BYTES);
+        let chunk = if chunk == 0 { fixed } else { chunk };
         // One chunk being read and one being written beside each worker's, twice over so a
         // slow chunk does not stall the others.
         let fit = (memory / (2 * chunk)).max(2);
@@ -370,7 +377,7 @@ impl Parallelism {
         Parallelism {
             threads: threads.min(chunks_in_flight - 1).max(1),
             chunks_in_flight,
-            chunk: 0,
+            chunk: if chunk == fixed { 0 } else { chunk },
         }
     }
 
@@ -766,7 +773,9 @@ mod tests {
         }
         let data = vec![1u8; GZIP_MEMBER_BYTES * 20];
         for c in [Compression::Gzip, Compression::Zstd] {
-            let e = compress_parallel(c, None, data.as_slice(), FailAfter(100), par(2, 3)).unwrap_err();
+            let e = compress_parallel(c, None, data.as_slice(), FailAfter(100), par(2, 3))
+                .err()
+                .unwrap();
             assert_eq!(e.to_string(), "disk full", "{c}");
             let e = compress_parallel(c, None, ReadFails(3 << 20), Vec::new(), par(2, 3)).unwrap_err();
             assert_eq!(e.to_string(), "EIO", "{c}");
@@ -789,16 +798,21 @@ mod tests {
 
     #[test]
     fn parallelism_stays_within_its_memory() {
-        let p = Parallelism::within(Compression::Gzip, 2, 16 << 20);
+        let p = Parallelism::within(Compression::Gzip, 2, 0, 16 << 20);
         assert_eq!(p, par(2, 6));
         assert!(p.buffer_bytes(Compression::Gzip) <= 16 << 20);
         // Many cores, little memory: fewer workers than cores, never none.
-        let p = Parallelism::within(Compression::Gzip, 64, 16 << 20);
+        let p = Parallelism::within(Compression::Gzip, 64, 0, 16 << 20);
         assert_eq!(p, par(7, 8));
         assert!(p.buffer_bytes(Compression::Gzip) <= 17 << 20);
-        let p = Parallelism::within(Compression::Zstd, 8, 1 << 20);
+        let p = Parallelism::within(Compression::Zstd, 8, 0, 1 << 20);
         assert_eq!(p, par(1, 2));
-        assert!(Parallelism::within(Compression::Gzip, 0, 16 << 20).threads >= 1);
+        assert!(Parallelism::within(Compression::Gzip, 0, 0, 16 << 20).threads >= 1);
+        // Small chunks fit more in flight.
+        let p = Parallelism::within(Compression::Zstd, 5, 4096, 16 << 20);
+        assert_eq!((p.threads, p.chunks_in_flight, p.chunk), (5, 12, 4096));
+        assert_eq!(p.chunk_for(Compression::Zstd), Some(4096));
+        assert_eq!(p.chunk_for(Compression::Zlib), None);
     }
 
     #[test]

@@ -11,15 +11,19 @@ import (
 	"compress/gzip"
 	"compress/lzw"
 	"compress/zlib"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"io/ioutil"
 	"os"
+	"reflect"
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -31,6 +35,7 @@ const usage = `usage:
   bboltoracle dump FILE
   bboltoracle compress gzip|zlib|lzw      (stdin -> stdout)
   bboltoracle decompress gzip|zlib|lzw    (stdin -> stdout)
+  bboltoracle verify-snapshot FILE [DBOUT]  (a full snapshot object, as etcdbrctl restores it)
   bboltoracle reencode-delta              (stdin: delta JSON without hash trailer -> stdout)
 `
 
@@ -60,6 +65,15 @@ func main() {
 	case "decompress":
 		needArgs(3)
 		os.Exit(decompress(os.Args[2]))
+	case "verify-snapshot":
+		if len(os.Args) != 3 && len(os.Args) != 4 {
+			needArgs(3)
+		}
+		dbOut := ""
+		if len(os.Args) == 4 {
+			dbOut = os.Args[3]
+		}
+		os.Exit(verifySnapshot(os.Args[2], dbOut))
 	case "reencode-delta":
 		needArgs(2)
 		os.Exit(reencodeDelta())
@@ -373,4 +387,134 @@ func reencodeDelta() int {
 		return 1
 	}
 	return 0
+}
+
+// verifySnapshot reads a full snapshot object the way etcdbrctl's restorer does
+// (pkg/snapshot/restorer makeDB, from v0.28): the codec chosen by the name's suffix through
+// pkg/compressor's readers (gzip.NewReader: multistream, so a stream of several members is
+// one stream), io.Copy into a file, then etcd's trailer rule: the size modulo 512 must be
+// sha256.Size, the last 32 bytes are truncated away and must equal sha256 of the rest. Exit
+// 0 with a JSON line when it holds, 1 when it does not, 4 for a codec Go cannot read (.zst).
+// With DBOUT the database (trailer removed) is kept there. For gzip the JSON also counts the
+// members (a second, single-member-at-a-time pass), so a test can tell it read several.
+func verifySnapshot(path, dbOut string) int {
+	fail := func(f string, a ...interface{}) int {
+		fmt.Fprintf(os.Stderr, "verify-snapshot: "+f+"\n", a...)
+		return 1
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer f.Close()
+	var rc io.Reader = f
+	codec := "none"
+	switch {
+	case strings.HasSuffix(path, ".gz"):
+		codec = "gzip"
+		gr, err := gzip.NewReader(f)
+		if err != nil {
+			return fail("gzip: %v", err)
+		}
+		rc = gr
+	case strings.HasSuffix(path, ".zlib"):
+		codec = "zlib"
+		zr, err := zlib.NewReader(f)
+		if err != nil {
+			return fail("zlib: %v", err)
+		}
+		rc = zr
+	case strings.HasSuffix(path, ".Z"):
+		codec = "lzw"
+		rc = lzw.NewReader(f, lzw.LSB, lzwLiteralWidth)
+	case strings.HasSuffix(path, ".zst"):
+		fmt.Fprintln(os.Stderr, "verify-snapshot: Go's standard library has no zstd reader")
+		return 4
+	}
+	var db *os.File
+	if dbOut != "" {
+		db, err = os.OpenFile(dbOut, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0600)
+	} else {
+		db, err = ioutil.TempFile("", "verify-snapshot-")
+		if err == nil {
+			defer os.Remove(db.Name())
+		}
+	}
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer db.Close()
+	if _, err := io.Copy(db, rc); err != nil {
+		return fail("%s: %v", codec, err)
+	}
+	off, err := db.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if off%512 != sha256.Size {
+		return fail("snapshot missing hash: %d bytes", off)
+	}
+	if _, err := db.Seek(-sha256.Size, io.SeekEnd); err != nil {
+		return fail("%v", err)
+	}
+	sha := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(db, sha); err != nil {
+		return fail("failed to read sha from db %v", err)
+	}
+	if err := db.Truncate(off - sha256.Size); err != nil {
+		return fail("%v", err)
+	}
+	if _, err := db.Seek(0, io.SeekStart); err != nil {
+		return fail("%v", err)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, db); err != nil {
+		return fail("%v", err)
+	}
+	dbSha := h.Sum(nil)
+	if !reflect.DeepEqual(sha, dbSha) {
+		return fail("expected sha256 %v, got %v", sha, dbSha)
+	}
+	members := 0
+	if codec == "gzip" {
+		if members, err = gzipMembers(path); err != nil {
+			return fail("counting gzip members: %v", err)
+		}
+	}
+	out, _ := json.Marshal(map[string]interface{}{
+		"codec":        codec,
+		"db_bytes":     off - sha256.Size,
+		"sha256":       hex.EncodeToString(dbSha),
+		"gzip_members": members,
+	})
+	fmt.Println(string(out))
+	return 0
+}
+
+// gzipMembers counts the members of a gzip file the way compress/gzip documents it:
+// Multistream(false), read one member, Reset on the same bufio.Reader for the next.
+func gzipMembers(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	zr, err := gzip.NewReader(br)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		zr.Multistream(false)
+		if _, err := io.Copy(ioutil.Discard, zr); err != nil {
+			return n, err
+		}
+		n++
+		if err := zr.Reset(br); err == io.EOF {
+			return n, nil
+		} else if err != nil {
+			return n, err
+		}
+	}
 }
