@@ -68,8 +68,12 @@ fn decompressed_snapshot(store: &Path, object: &str, ext: &str, out: &Path) {
         "" => data,
         "gz" => {
             let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut v)
-                .unwrap();
+            // compact writes one gzip member per MiB: read them all, as Go's reader does.
+            std::io::Read::read_to_end(
+                &mut flate2::read::MultiGzDecoder::new(&data[..]),
+                &mut v,
+            )
+            .unwrap();
             v
         }
         other => panic!("test only writes gzip or plain snapshots, got {other}"),
