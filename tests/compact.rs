@@ -69,11 +69,8 @@ fn decompressed_snapshot(store: &Path, object: &str, ext: &str, out: &Path) {
         "gz" => {
             let mut v = Vec::new();
             // compact writes one gzip member per MiB: read them all, as Go's reader does.
-            std::io::Read::read_to_end(
-                &mut flate2::read::MultiGzDecoder::new(&data[..]),
-                &mut v,
-            )
-            .unwrap();
+            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&data[..]), &mut v)
+                .unwrap();
             v
         }
         other => panic!("test only writes gzip or plain snapshots, got {other}"),

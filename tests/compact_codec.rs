@@ -62,7 +62,11 @@ fn compact_ok(store: &Path, temp: &Path, extra: &[&str]) -> (serde_json::Value, 
 }
 
 /// `bboltoracle verify-snapshot FILE [DBOUT]`: (exit code, JSON, stderr).
-fn go_verify(go: &GoOracle, object: &Path, db_out: Option<&Path>) -> (i32, serde_json::Value, String) {
+fn go_verify(
+    go: &GoOracle,
+    object: &Path,
+    db_out: Option<&Path>,
+) -> (i32, serde_json::Value, String) {
     let mut c = Command::new(go.path());
     c.arg("verify-snapshot").arg(object);
     if let Some(d) = db_out {
@@ -105,12 +109,23 @@ fn go_reads_the_multi_member_gzip_snapshot_as_etcdbrctl_restores_it_and_etcd_ser
     let (r, object) = compact_ok(
         &store,
         &tmp.path().join("work"),
-        &["--compression", "gzip", "--compression-chunk", &chunk, "--compression-threads", "3"],
+        &[
+            "--compression",
+            "gzip",
+            "--compression-chunk",
+            &chunk,
+            "--compression-threads",
+            "3",
+        ],
     );
     assert_eq!(r["compression_threads"], 3);
     let bytes = std::fs::read(&object).unwrap();
     assert_eq!(r["object_bytes"], bytes.len() as u64);
-    assert_eq!(r["object_sha256"], sha256_hex(&bytes), "object hash taken while writing");
+    assert_eq!(
+        r["object_sha256"],
+        sha256_hex(&bytes),
+        "object hash taken while writing"
+    );
 
     // Go, as etcdbrctl: every member read, the trailer matches the db it decompressed.
     let go_db = tmp.path().join("go.db");
@@ -121,10 +136,17 @@ fn go_reads_the_multi_member_gzip_snapshot_as_etcdbrctl_restores_it_and_etcd_ser
     assert_eq!(v["db_bytes"], db_bytes);
     assert_eq!(v["sha256"], r["db_sha256"]);
     let members = (db_bytes + 32).div_ceil(CHUNK);
-    assert!(members > 10, "only {members} members: the test proves nothing");
+    assert!(
+        members > 10,
+        "only {members} members: the test proves nothing"
+    );
     assert_eq!(v["gzip_members"], members);
     let check = go.check(&go_db).unwrap();
-    assert!(check.ok, "bbolt 1.3.6 tx.Check() of the db Go decompressed: {}", check.output);
+    assert!(
+        check.ok,
+        "bbolt 1.3.6 tx.Check() of the db Go decompressed: {}",
+        check.output
+    );
 
     // The same check refuses broken copies, so the pass above is not vacuous.
     let broken = |name: &str, data: &[u8]| {
@@ -173,7 +195,10 @@ fn go_reads_the_multi_member_gzip_snapshot_as_etcdbrctl_restores_it_and_etcd_ser
     let rr: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let name = r["object"].as_str().unwrap().trim_start_matches("v2/");
     assert!(
-        rr["replay"]["base"].as_str().unwrap_or_default().ends_with(name),
+        rr["replay"]["base"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(name),
         "restore did not pick the compacted snapshot {name}: {}",
         rr["replay"]["base"]
     );
@@ -181,7 +206,11 @@ fn go_reads_the_multi_member_gzip_snapshot_as_etcdbrctl_restores_it_and_etcd_ser
     let etcd = EtcdProcess::start(&bins, EtcdConfig::new(&dir)).unwrap();
     f.oracle
         .assert_matches_compacted(&etcd, f.oracle.final_revision);
-    assert_eq!(etcd.hashkv(None).unwrap().hash, ours, "HashKV: etcd vs ours");
+    assert_eq!(
+        etcd.hashkv(None).unwrap().hash,
+        ours,
+        "HashKV: etcd vs ours"
+    );
 }
 
 #[test]
@@ -223,13 +252,24 @@ fn zstd_frames_restore_and_go_says_it_cannot_read_them() {
     let f = Fixture::load("3.5.1", "basic").unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let gz_store = store_copy(&f, &tmp.path().join("gz"));
-    compact_ok(&gz_store, &tmp.path().join("gz/work"), &["--compression", "gzip"]);
+    compact_ok(
+        &gz_store,
+        &tmp.path().join("gz/work"),
+        &["--compression", "gzip"],
+    );
     let zst_store = store_copy(&f, &tmp.path().join("zst"));
     let chunk = CHUNK.to_string();
     let (r, object) = compact_ok(
         &zst_store,
         &tmp.path().join("zst/work"),
-        &["--compression", "zstd", "--compression-level", "19", "--compression-chunk", &chunk],
+        &[
+            "--compression",
+            "zstd",
+            "--compression-level",
+            "19",
+            "--compression-chunk",
+            &chunk,
+        ],
     );
     assert_eq!(r["compression"], "zstd");
     assert_eq!(r["compression_level"], 19);
@@ -241,11 +281,21 @@ fn zstd_frames_restore_and_go_says_it_cannot_read_them() {
     }
     // An independent zstd decoder, when installed: every frame read, the trailer is the db's.
     if let Ok(out) = Command::new("zstd").arg("-dc").arg(&object).output() {
-        assert!(out.status.success(), "zstd -dc: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "zstd -dc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (db, trailer) = out.stdout.split_at(out.stdout.len() - 32);
         assert_eq!(out.stdout.len() % 512, 32);
         assert_eq!(sha256_hex(db), r["db_sha256"]);
-        assert_eq!(sha256_hex(db), trailer.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        assert_eq!(
+            sha256_hex(db),
+            trailer
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
     }
     // Our restore reads the frames into the same database the gzip snapshot gives.
     let a = tmp.path().join("gz.etcd");
@@ -253,7 +303,11 @@ fn zstd_frames_restore_and_go_says_it_cannot_read_them() {
     CLI.restore(&gz_store, &a, &["--keep-unknown-leases"]);
     CLI.restore(&zst_store, &b, &["--keep-unknown-leases"]);
     assert_eq!(CLI.hashkv(&a), CLI.hashkv(&b));
-    assert_eq!(CLI.hashkv(&b).1, f.oracle.final_revision, "compacted at the last revision");
+    assert_eq!(
+        CLI.hashkv(&b).1,
+        f.oracle.final_revision,
+        "compacted at the last revision"
+    );
 }
 
 #[test]
@@ -264,13 +318,31 @@ fn compression_levels_are_checked_per_codec_before_any_work() {
     let before = v2_names(&store);
     let work = tmp.path().join("work");
     for (extra, why) in [
-        (vec!["--compression", "gzip", "--compression-level", "10"], "gzip is 0..=9"),
-        (vec!["--compression", "zlib", "--compression-level", "-1"], "zlib is 0..=9"),
-        (vec!["--compression", "zstd", "--compression-level", "23"], "zstd tops at 22"),
-        (vec!["--compression", "lzw", "--compression-level", "1"], "lzw has no levels"),
-        (vec!["--compression", "none", "--compression-level", "1"], "none has no levels"),
+        (
+            vec!["--compression", "gzip", "--compression-level", "10"],
+            "gzip is 0..=9",
+        ),
+        (
+            vec!["--compression", "zlib", "--compression-level", "-1"],
+            "zlib is 0..=9",
+        ),
+        (
+            vec!["--compression", "zstd", "--compression-level", "23"],
+            "zstd tops at 22",
+        ),
+        (
+            vec!["--compression", "lzw", "--compression-level", "1"],
+            "lzw has no levels",
+        ),
+        (
+            vec!["--compression", "none", "--compression-level", "1"],
+            "none has no levels",
+        ),
         // The codec comes from the plan (the fixture's last delta is zlib): checked all the same.
-        (vec!["--compression-level", "12"], "the plan's zlib is 0..=9"),
+        (
+            vec!["--compression-level", "12"],
+            "the plan's zlib is 0..=9",
+        ),
     ] {
         let (code, _, err) = compact(&store, &work, &extra);
         assert_eq!(code, 2, "{why}: {extra:?}: {err}");
@@ -297,5 +369,10 @@ fn compression_levels_are_checked_per_codec_before_any_work() {
         CLI.restore(&store, &out, &["--keep-unknown-leases"]);
         assert_eq!(CLI.hashkv(&out).1, f.oracle.final_revision);
     }
-    assert!(sizes[1] < sizes[0], "level 9 ({}) not smaller than level 1 ({})", sizes[1], sizes[0]);
+    assert!(
+        sizes[1] < sizes[0],
+        "level 9 ({}) not smaller than level 1 ({})",
+        sizes[1],
+        sizes[0]
+    );
 }

@@ -39,8 +39,7 @@ use crate::show::hex;
 use crate::snapstore::codec::{LevelError, Parallelism, check_level};
 use crate::snapstore::name::{Kind, SnapshotName, format_snapshot_name};
 use crate::snapstore::{
-    self, Compression, ObjectKind, Plan, PlanError, PlanOptions, Store, StoreError,
-    classify_object,
+    self, Compression, ObjectKind, Plan, PlanError, PlanOptions, Store, StoreError, classify_object,
 };
 
 pub use fold::{FoldOptions, FoldReport, fold_db};
@@ -244,8 +243,8 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
             .unwrap_or_else(|| plan.base.compression())
     });
     // A level the codec cannot take fails now, not after minutes of replay.
-    let level =
-        check_level(compression, opts.compression_level)?.or(snapstore::codec::default_level(compression));
+    let level = check_level(compression, opts.compression_level)?
+        .or(snapstore::codec::default_level(compression));
     upload::reclaim_work_dirs(&opts.temp_dir);
     let work = tempfile::Builder::new()
         .prefix(&format!("{WORK_DIR_PREFIX}{}-", std::process::id()))
@@ -270,7 +269,10 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
         p.set_phase(crate::progress::Phase::Writing);
     }
     let (src, dst) = (replayed.clone(), folded.clone());
-    let fold = blocking("folding", &replayed, move || fold_db(&src, &dst, &fold_opts)).await?;
+    let fold = blocking("folding", &replayed, move || {
+        fold_db(&src, &dst, &fold_opts)
+    })
+    .await?;
     let _ = std::fs::remove_file(&replayed);
     let seconds_fold = t1.elapsed().as_secs_f64();
 

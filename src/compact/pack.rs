@@ -44,13 +44,7 @@ pub fn pack(
         .create_new(true)
         .open(out)
         .map_err(io("creating", out))?;
-    let written = compress_parallel(
-        compression,
-        level,
-        &mut input,
-        Hashed::new(dest),
-        par,
-    );
+    let written = compress_parallel(compression, level, &mut input, Hashed::new(dest), par);
     // A read error is the db's, anything else the output's (or the codec's, on `out`).
     let written = match (written, input.error.take()) {
         (_, Some(e)) => return Err(io("reading", db)(e)),
@@ -178,7 +172,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db");
         // 3.5 MiB: several gzip members; the trailer lands in the last one.
-        let data: Vec<u8> = (0..(7u32 << 19)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..(7u32 << 19))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         std::fs::write(&db, &data).unwrap();
         for c in Compression::ALL {
             let out = dir.path().join(format!("out-{c}"));
@@ -205,10 +201,34 @@ mod tests {
         let out = dir.path().join("out");
         std::fs::write(&out, b"keep").unwrap();
         let e = pack(&db, &out, Compression::Gzip, None, par()).unwrap_err();
-        assert!(matches!(e, CompactError::Io { what: "creating", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                CompactError::Io {
+                    what: "creating",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert_eq!(std::fs::read(&out).unwrap(), b"keep");
-        let e = pack(&dir.path().join("nope"), &dir.path().join("o2"), Compression::Gzip, None, par())
-            .unwrap_err();
-        assert!(matches!(e, CompactError::Io { what: "opening", .. }), "{e}");
+        let e = pack(
+            &dir.path().join("nope"),
+            &dir.path().join("o2"),
+            Compression::Gzip,
+            None,
+            par(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CompactError::Io {
+                    what: "opening",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }

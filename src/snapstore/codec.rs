@@ -246,7 +246,8 @@ pub fn compress_to_level<R: Read, W: Write>(
             e.finish()
         }
         Compression::Zstd => {
-            let mut e = zstd::stream::write::Encoder::new(out, level.unwrap_or(ZSTD_DEFAULT_LEVEL))?;
+            let mut e =
+                zstd::stream::write::Encoder::new(out, level.unwrap_or(ZSTD_DEFAULT_LEVEL))?;
             // A frame checksum makes corruption an error here instead of silent garbage.
             e.include_checksum(true)?;
             io::copy(&mut input, &mut e)?;
@@ -306,7 +307,10 @@ pub fn default_level(compression: Compression) -> Option<i32> {
 }
 
 /// Checks `level` against the codec's range and returns it.
-pub fn check_level(compression: Compression, level: Option<i32>) -> Result<Option<i32>, LevelError> {
+pub fn check_level(
+    compression: Compression,
+    level: Option<i32>,
+) -> Result<Option<i32>, LevelError> {
     let Some(level) = level else {
         return Ok(None);
     };
@@ -685,13 +689,22 @@ mod tests {
             }
             assert!(decompress_vec(c, &one, "o").unwrap() == data, "{c}");
         }
-        let z = compress_parallel(Compression::Gzip, None, data.as_slice(), Vec::new(), par(2, 6))
-            .unwrap();
+        let z = compress_parallel(
+            Compression::Gzip,
+            None,
+            data.as_slice(),
+            Vec::new(),
+            par(2, 6),
+        )
+        .unwrap();
         assert_eq!(gzip_members(&z), 6);
         // Single-stream codecs are exactly compress_to's output.
         for c in [Compression::Zlib, Compression::Lzw, Compression::None] {
             let z = compress_parallel(c, None, data.as_slice(), Vec::new(), par(2, 6)).unwrap();
-            assert!(z == compress_to(c, data.as_slice(), Vec::new()).unwrap(), "{c}");
+            assert!(
+                z == compress_to(c, data.as_slice(), Vec::new()).unwrap(),
+                "{c}"
+            );
         }
     }
 
@@ -701,7 +714,10 @@ mod tests {
             let chunk = parallel_chunk(c).unwrap();
             assert_eq!(par(2, 3).chunk_for(c), Some(chunk));
             let empty = compress_parallel(c, None, &[][..], Vec::new(), par(2, 4)).unwrap();
-            assert!(!empty.is_empty(), "{c}: empty input still needs one member/frame");
+            assert!(
+                !empty.is_empty(),
+                "{c}: empty input still needs one member/frame"
+            );
             assert!(decompress_vec(c, &empty, "o").unwrap().is_empty());
             for len in [1, chunk - 1, chunk, chunk + 1, 2 * chunk] {
                 let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
@@ -717,17 +733,46 @@ mod tests {
     #[test]
     fn parallel_levels_are_used_and_checked() {
         let data = sample();
-        let fast = compress_parallel(Compression::Gzip, Some(1), data.as_slice(), Vec::new(), par(2, 4))
-            .unwrap();
-        let best = compress_parallel(Compression::Gzip, Some(9), data.as_slice(), Vec::new(), par(2, 4))
-            .unwrap();
-        assert!(best.len() < fast.len(), "level 9 {} vs level 1 {}", best.len(), fast.len());
-        let stored = compress_parallel(Compression::Gzip, Some(0), data.as_slice(), Vec::new(), par(2, 4))
-            .unwrap();
+        let fast = compress_parallel(
+            Compression::Gzip,
+            Some(1),
+            data.as_slice(),
+            Vec::new(),
+            par(2, 4),
+        )
+        .unwrap();
+        let best = compress_parallel(
+            Compression::Gzip,
+            Some(9),
+            data.as_slice(),
+            Vec::new(),
+            par(2, 4),
+        )
+        .unwrap();
+        assert!(
+            best.len() < fast.len(),
+            "level 9 {} vs level 1 {}",
+            best.len(),
+            fast.len()
+        );
+        let stored = compress_parallel(
+            Compression::Gzip,
+            Some(0),
+            data.as_slice(),
+            Vec::new(),
+            par(2, 4),
+        )
+        .unwrap();
         assert!(stored.len() > data.len());
         assert!(decompress_vec(Compression::Gzip, &stored, "o").unwrap() == data);
-        let z19 = compress_parallel(Compression::Zstd, Some(19), data.as_slice(), Vec::new(), par(2, 4))
-            .unwrap();
+        let z19 = compress_parallel(
+            Compression::Zstd,
+            Some(19),
+            data.as_slice(),
+            Vec::new(),
+            par(2, 4),
+        )
+        .unwrap();
         assert!(decompress_vec(Compression::Zstd, &z19, "o").unwrap() == data);
         for (c, l) in [
             (Compression::Gzip, 10),
@@ -737,7 +782,8 @@ mod tests {
             (Compression::None, 0),
         ] {
             assert!(check_level(c, Some(l)).is_err(), "{c} {l}");
-            let e = compress_parallel(c, Some(l), data.as_slice(), Vec::new(), par(2, 4)).unwrap_err();
+            let e =
+                compress_parallel(c, Some(l), data.as_slice(), Vec::new(), par(2, 4)).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{c} {l}");
         }
         assert_eq!(check_level(Compression::Zstd, Some(-5)), Ok(Some(-5)));
@@ -777,7 +823,8 @@ mod tests {
                 .err()
                 .unwrap();
             assert_eq!(e.to_string(), "disk full", "{c}");
-            let e = compress_parallel(c, None, ReadFails(3 << 20), Vec::new(), par(2, 3)).unwrap_err();
+            let e =
+                compress_parallel(c, None, ReadFails(3 << 20), Vec::new(), par(2, 3)).unwrap_err();
             assert_eq!(e.to_string(), "EIO", "{c}");
         }
     }
