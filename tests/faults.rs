@@ -6,9 +6,10 @@
 //!   `error:` line, no panic), leave the target untouched and no half output or leftovers.
 //!   ENOSPC, EIO, short writes and failed fsync inside the engines are injected through their
 //!   IO traits in `bbolt/tests/faults.rs` and `wal/tests/writer.rs`.
-//! * Object-store faults: a proxy in front of moto ([`testkit::faultproxy`]) answers 20 % of
-//!   requests with 500, 503 SlowDown, a reset connection or a truncated body. Each run either
-//!   succeeds with exactly the fault-free result or fails cleanly with nothing published.
+//! * Object-store faults: a proxy in front of moto (S3) or fake-gcs-server (GCS)
+//!   ([`testkit::faultproxy`]) answers 20 % of requests with 500, 503 SlowDown, a reset
+//!   connection or a truncated body. Each run either succeeds with exactly the fault-free result
+//!   or fails cleanly with nothing published.
 //!
 //! `ETCD_RESTORE_FAULT_RUNS` (default 3 per command) sets the object-store runs.
 
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use testkit::faultproxy::{FaultPlan, FaultProxy, FaultStats};
-use testkit::objstore::{MOTO_ACCESS_KEY, MotoServer};
+use testkit::objstore::{FakeGcsServer, MOTO_ACCESS_KEY, MotoServer};
 use testkit::tree::{copy_dir, digest, entries_with_prefix, env_count, file_sha256};
 use testkit::{EtcdBins, EtcdConfig, EtcdProcess, Fixture, tempfile};
 
@@ -174,13 +175,30 @@ fn compact_with_writes_failing_part_way_fails_cleanly_and_publishes_nothing() {
 // ---------------------------------------------------------------------------------------------
 // Object-store faults
 
-struct S3Env {
+/// A real object-store server the fault test runs against, and how the CLI reaches it.
+trait Remote {
+    fn name(&self) -> &'static str;
+    fn port(&self) -> u16;
+    /// The server itself, no proxy.
+    fn endpoint(&self) -> String;
+    fn upload_dir(&self, prefix: &str, dir: &Path);
+    fn list_keys(&self, prefix: &str) -> Vec<String>;
+    fn get_object(&self, key: &str) -> Vec<u8>;
+    /// `etcd-restore <args>` on the store at bucket `bkt`, `prefix`, reached at `endpoint`.
+    fn cmd(&self, endpoint: &str, prefix: &str, args: &[&str]) -> Command;
+}
+
+/// moto, through etcdbrctl's S3 credential file.
+struct S3Remote {
+    moto: MotoServer,
     _creds_dir: tempfile::TempDir,
     creds: PathBuf,
 }
 
-impl S3Env {
-    fn new() -> S3Env {
+impl S3Remote {
+    fn start() -> Option<S3Remote> {
+        let moto = MotoServer::start().unwrap()?;
+        moto.create_bucket("bkt").unwrap();
         let d = tempfile::tempdir().unwrap();
         let creds = d.path().join("aws.json");
         std::fs::write(
@@ -190,20 +208,91 @@ impl S3Env {
             ),
         )
         .unwrap();
-        S3Env {
+        Some(S3Remote {
+            moto,
             _creds_dir: d,
             creds,
-        }
+        })
     }
+}
 
-    fn cmd(&self, endpoint: &str, args: &[&str]) -> Command {
+impl Remote for S3Remote {
+    fn name(&self) -> &'static str {
+        "S3"
+    }
+    fn port(&self) -> u16 {
+        self.moto.port()
+    }
+    fn endpoint(&self) -> String {
+        self.moto.endpoint()
+    }
+    fn upload_dir(&self, prefix: &str, dir: &Path) {
+        self.moto.upload_dir("bkt", prefix, dir).unwrap();
+    }
+    fn list_keys(&self, prefix: &str) -> Vec<String> {
+        self.moto.list_keys("bkt", prefix).unwrap()
+    }
+    fn get_object(&self, key: &str) -> Vec<u8> {
+        self.moto.get_object("bkt", key).unwrap()
+    }
+    fn cmd(&self, endpoint: &str, prefix: &str, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.args(args)
+            .arg("--store")
+            .arg(format!("s3://bkt/{prefix}"))
             .arg("--store-endpoint-override")
             .arg(endpoint)
             .env("AWS_APPLICATION_CREDENTIALS_JSON", &self.creds)
             .env_remove("AWS_ACCESS_KEY_ID")
             .env_remove("AWS_SECRET_ACCESS_KEY");
+        c
+    }
+}
+
+/// fake-gcs-server, through etcdbrctl's GCS flags (`--storage-provider GCS`, the JSON API
+/// endpoint form `.../storage/v1/`); an http endpoint is an emulator, so no credentials.
+struct GcsRemote {
+    gcs: FakeGcsServer,
+}
+
+impl GcsRemote {
+    fn start() -> Option<GcsRemote> {
+        let gcs = FakeGcsServer::start().unwrap()?;
+        gcs.create_bucket("bkt").unwrap();
+        Some(GcsRemote { gcs })
+    }
+}
+
+impl Remote for GcsRemote {
+    fn name(&self) -> &'static str {
+        "GCS"
+    }
+    fn port(&self) -> u16 {
+        self.gcs.port()
+    }
+    fn endpoint(&self) -> String {
+        self.gcs.endpoint()
+    }
+    fn upload_dir(&self, prefix: &str, dir: &Path) {
+        self.gcs.upload_dir("bkt", prefix, dir).unwrap();
+    }
+    fn list_keys(&self, prefix: &str) -> Vec<String> {
+        self.gcs.list_keys("bkt", prefix).unwrap()
+    }
+    fn get_object(&self, key: &str) -> Vec<u8> {
+        self.gcs.get_object("bkt", key).unwrap()
+    }
+    fn cmd(&self, endpoint: &str, prefix: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .args(["--storage-provider", "GCS", "--store-container", "bkt"])
+            .arg("--store-prefix")
+            .arg(prefix)
+            .arg("--store-endpoint-override")
+            .arg(format!("{endpoint}/storage/v1/"))
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .env_remove("STORAGE_EMULATOR_HOST")
+            .env_remove("STORAGE_CONTAINER");
         c
     }
 }
@@ -234,26 +323,33 @@ impl Outcomes {
 
 #[test]
 fn object_store_faults_give_the_right_result_or_a_clean_failure() {
-    let Some(moto) = MotoServer::start().unwrap() else {
-        return;
-    };
+    if let Some(remote) = S3Remote::start() {
+        object_store_faults(&remote);
+        remote.moto.stop().unwrap();
+    }
+}
+
+#[test]
+fn gcs_faults_give_the_right_result_or_a_clean_failure() {
+    if let Some(remote) = GcsRemote::start() {
+        object_store_faults(&remote);
+        remote.gcs.stop().unwrap();
+    }
+}
+
+fn object_store_faults(remote: &dyn Remote) {
+    let name = remote.name();
     let fixture = Fixture::load(VERSION, SCENARIO).unwrap();
-    moto.create_bucket("bkt").unwrap();
-    moto.upload_dir("bkt", "base", &fixture.store()).unwrap();
-    let env = S3Env::new();
+    remote.upload_dir("base", &fixture.store());
     let tmp = tempfile::tempdir().unwrap();
 
-    // Fault-free references, straight to moto.
+    // Fault-free references, straight to the server.
     let reference = tmp.path().join("ref.etcd");
-    let out = env
+    let out = remote
         .cmd(
-            &moto.endpoint(),
-            &[
-                "restore",
-                "--store",
-                "s3://bkt/base",
-                "--keep-unknown-leases",
-            ],
+            &remote.endpoint(),
+            "base",
+            &["restore", "--keep-unknown-leases"],
         )
         .arg("--data-dir")
         .arg(&reference)
@@ -273,7 +369,11 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
             .status
             .success()
     );
-    assert_eq!(digest(&local).unwrap(), want, "S3 and local restores agree");
+    assert_eq!(
+        digest(&local).unwrap(),
+        want,
+        "{name} and local restores agree"
+    );
     // Compact reference: the object bytes of a fault-free compaction of a local copy.
     let ref_store = tmp.path().join("ref-store");
     copy_dir(&fixture.store(), &ref_store).unwrap();
@@ -302,7 +402,7 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
     for run in 0..runs() {
         // restore through the proxy
         let proxy = FaultProxy::start(
-            moto.port(),
+            remote.port(),
             FaultPlan {
                 rate: 0.2,
                 seed: 1000 + run,
@@ -311,17 +411,11 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
         )
         .unwrap();
         let target = tmp.path().join(format!("r{run}.etcd"));
-        let out = env
+        let out = remote
             .cmd(
                 &proxy.endpoint(),
-                &[
-                    "restore",
-                    "--store",
-                    "s3://bkt/base",
-                    "--keep-unknown-leases",
-                    "--max-fetchers",
-                    "2",
-                ],
+                "base",
+                &["restore", "--keep-unknown-leases", "--max-fetchers", "2"],
             )
             .arg("--data-dir")
             .arg(&target)
@@ -361,10 +455,10 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
 
         // compact through the proxy, each run on its own copy of the store
         let prefix = format!("c{run}");
-        moto.upload_dir("bkt", &prefix, &fixture.store()).unwrap();
-        let before = moto.list_keys("bkt", &format!("{prefix}/")).unwrap();
+        remote.upload_dir(&prefix, &fixture.store());
+        let before = remote.list_keys(&format!("{prefix}/"));
         let proxy = FaultProxy::start(
-            moto.port(),
+            remote.port(),
             FaultPlan {
                 rate: 0.2,
                 seed: 2000 + run,
@@ -374,9 +468,8 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
         .unwrap();
         let work = tmp.path().join(format!("w{run}"));
         std::fs::create_dir(&work).unwrap();
-        let url = format!("s3://bkt/{prefix}");
-        let out = env
-            .cmd(&proxy.endpoint(), &["compact", "--store", &url])
+        let out = remote
+            .cmd(&proxy.endpoint(), &prefix, &["compact"])
             .arg("--snapstore-temp-directory")
             .arg(&work)
             .output()
@@ -384,12 +477,12 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
         compact.runs += 1;
         compact.add(&proxy.stats());
         drop(proxy);
-        let after = moto.list_keys("bkt", &format!("{prefix}/")).unwrap();
+        let after = remote.list_keys(&format!("{prefix}/"));
         let added: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
         let fulls: Vec<&&String> = added.iter().filter(|k| k.contains("/Full-")).collect();
         // Any new snapshot, whatever the outcome, is exactly the fault-free one.
         for k in &fulls {
-            let bytes = moto.get_object("bkt", k).unwrap();
+            let bytes = remote.get_object(k);
             let sha = <[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
             check(sha == want_object, &|| {
                 format!("compact run {run}: {k} differs from a fault-free compaction")
@@ -412,8 +505,8 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
             format!("compact run {run}: {left} entries left in the temp directory")
         });
         // A fault-free re-run reclaims any temporary upload the faults left behind.
-        let out = env
-            .cmd(&moto.endpoint(), &["compact", "--store", &url])
+        let out = remote
+            .cmd(&remote.endpoint(), &prefix, &["compact"])
             .arg("--snapstore-temp-directory")
             .arg(&work)
             .output()
@@ -428,7 +521,7 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
                 )
             },
         );
-        let final_keys = moto.list_keys("bkt", &format!("{prefix}/")).unwrap();
+        let final_keys = remote.list_keys(&format!("{prefix}/"));
         check(
             !final_keys
                 .iter()
@@ -437,7 +530,7 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
         );
     }
     println!(
-        "object-store faults, rate 20 %: restore {restore:?}; compact {compact:?}; wrong {}",
+        "{name} object-store faults, rate 20 %: restore {restore:?}; compact {compact:?}; wrong {}",
         wrong.len()
     );
     assert!(
@@ -447,5 +540,4 @@ fn object_store_faults_give_the_right_result_or_a_clean_failure() {
         wrong.join("\n")
     );
     assert!(restore.stats.faults() > 0 && compact.stats.faults() > 0);
-    moto.stop().unwrap();
 }

@@ -238,9 +238,14 @@ pub struct GcsConfig {
     pub bucket: String,
     /// A service-account JSON key file ($GOOGLE_APPLICATION_CREDENTIALS).
     pub service_account_path: Option<PathBuf>,
-    /// XML API base URL (default https://storage.googleapis.com).
+    /// The service's scheme and host, without `/storage/v1` (default
+    /// https://storage.googleapis.com).
     pub base_url: Option<String>,
     pub allow_http: bool,
+    /// No credentials at all: an emulator (an `http://` endpoint or `$STORAGE_EMULATOR_HOST`),
+    /// as etcdbrctl's Go client does for one. Nothing asks Google or a metadata server for a
+    /// token then.
+    pub anonymous: bool,
     pub from_env: bool,
 }
 
@@ -354,10 +359,7 @@ impl StoreArgs {
                 let mut g = gcs_credentials(env)?;
                 g.bucket = bucket;
                 g.from_env = true;
-                if let Some(e) = endpoint {
-                    g.base_url = Some(gcs_base_url(&e));
-                }
-                g.allow_http = self.endpoint_allows_http(g.base_url.as_deref());
+                self.apply_gcs_endpoint(&mut g, endpoint, env);
                 Backend::Gcs(g)
             }
             "az" | "azure" | "abfs" => {
@@ -387,6 +389,32 @@ impl StoreArgs {
         }
         s3.allow_http = s3.allow_http || self.endpoint_allows_http(s3.endpoint.as_deref());
         s3.disable_bulk_delete |= self.store_disable_bulk_delete;
+    }
+
+    /// etcdbrctl's GCS endpoint rules: `--store-endpoint-override` wins over the
+    /// `storageAPIEndpoint` file (already in `g.base_url`); `$STORAGE_EMULATOR_HOST` (`host:port`
+    /// or a URL) is the endpoint when neither is given. An `http://` endpoint or a set
+    /// `$STORAGE_EMULATOR_HOST` means an emulator: no credentials (Go's `WithoutAuthentication`).
+    fn apply_gcs_endpoint(&self, g: &mut GcsConfig, endpoint: Option<String>, env: EnvLookup<'_>) {
+        if let Some(e) = endpoint {
+            g.base_url = Some(gcs_base_url(&e));
+        }
+        let emulator = env("STORAGE_EMULATOR_HOST").filter(|h| !h.trim().is_empty());
+        if let Some(host) = &emulator
+            && g.base_url.is_none()
+        {
+            let host = host.trim();
+            g.base_url = Some(gcs_base_url(&if host.contains("://") {
+                host.to_string()
+            } else {
+                format!("http://{host}")
+            }));
+        }
+        g.allow_http = self.endpoint_allows_http(g.base_url.as_deref());
+        g.anonymous = emulator.is_some()
+            || g.base_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("http://"));
     }
 
     fn container(&self, provider: &'static str) -> Result<String, ConfigError> {
@@ -452,10 +480,7 @@ impl StoreArgs {
                 let mut g = gcs_credentials(env)?;
                 g.bucket = self.container("GCS")?;
                 g.from_env = true;
-                if let Some(e) = endpoint {
-                    g.base_url = Some(gcs_base_url(&e));
-                }
-                g.allow_http = self.endpoint_allows_http(g.base_url.as_deref());
+                self.apply_gcs_endpoint(&mut g, endpoint, env);
                 Backend::Gcs(g)
             }
             Provider::Abs => {
@@ -495,8 +520,8 @@ fn clean_prefix(p: &str) -> String {
         .join("/")
 }
 
-/// etcdbrctl's GCS endpoint is the JSON API URL (`.../storage/v1/`); object_store speaks the XML
-/// API at the host root.
+/// etcdbrctl's GCS endpoint is the JSON API URL (`.../storage/v1/`); the client
+/// ([`super::gcs`]) adds `/storage/v1` and `/upload/storage/v1` to the host root itself.
 fn gcs_base_url(endpoint: &str) -> String {
     let e = endpoint.trim_end_matches('/');
     e.strip_suffix("/storage/v1").unwrap_or(e).to_string()
@@ -779,8 +804,37 @@ fn with_scheme(endpoint: &str, plain_http: bool) -> String {
     }
 }
 
-/// GCS: `GOOGLE_APPLICATION_CREDENTIALS` = a service-account JSON key; an optional
-/// `storageAPIEndpoint` file beside it overrides the endpoint (etcdbrctl, deprecated there).
+/// etcdbrctl's check of a service-account key's `project_id`.
+fn gcs_project_id_ok(id: &str) -> bool {
+    // ^[a-z][a-z0-9-]{4,28}[a-z0-9]$
+    let b = id.as_bytes();
+    (6..=30).contains(&b.len())
+        && b.first().is_some_and(|c| c.is_ascii_lowercase())
+        && b.last()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// The fields etcdbrctl allows in a service-account key (any other one is refused there).
+const GCS_SERVICE_ACCOUNT_FIELDS: [&str; 11] = [
+    "type",
+    "project_id",
+    "client_email",
+    "universe_domain",
+    "auth_uri",
+    "auth_provider_x509_cert_url",
+    "client_x509_cert_url",
+    "client_id",
+    "private_key_id",
+    "private_key",
+    "token_uri",
+];
+
+/// GCS: `GOOGLE_APPLICATION_CREDENTIALS` = a service-account JSON key, checked as etcdbrctl
+/// checks it (`project_id` format, no field outside its list); an optional
+/// `storageAPIEndpoint` file in the same directory (the mounted secret) overrides the endpoint
+/// (etcdbrctl, deprecated there).
 fn gcs_credentials(env: EnvLookup<'_>) -> Result<GcsConfig, ConfigError> {
     let mut g = GcsConfig::default();
     let Some(path) = env("GOOGLE_APPLICATION_CREDENTIALS") else {
@@ -798,7 +852,30 @@ fn gcs_credentials(env: EnvLookup<'_>) -> Result<GcsConfig, ConfigError> {
             detail: format!("not valid JSON: {e}"),
         })?;
     match v.get("type").and_then(|t| t.as_str()) {
-        Some("service_account") => {}
+        Some("service_account") => {
+            let project = v.get("project_id").and_then(|p| p.as_str()).unwrap_or("");
+            if !gcs_project_id_ok(project) {
+                return Err(ConfigError::Credentials {
+                    what,
+                    detail: format!(
+                        "service account project ID {project:?} does not match ^[a-z][a-z0-9-]{{4,28}}[a-z0-9]$"
+                    ),
+                });
+            }
+            if let Some(m) = v.as_object()
+                && let Some(f) = m
+                    .keys()
+                    .find(|k| !GCS_SERVICE_ACCOUNT_FIELDS.contains(&k.as_str()))
+            {
+                return Err(ConfigError::Credentials {
+                    what,
+                    detail: format!(
+                        "forbidden field {f:?} is present, allowed fields are {}",
+                        GCS_SERVICE_ACCOUNT_FIELDS.join(", ")
+                    ),
+                });
+            }
+        }
         Some("external_account") => {
             return Err(ConfigError::Credentials {
                 what,
@@ -863,6 +940,7 @@ impl std::fmt::Debug for GcsConfig {
             .field("service_account_path", &self.service_account_path)
             .field("base_url", &self.base_url)
             .field("allow_http", &self.allow_http)
+            .field("anonymous", &self.anonymous)
             .field("from_env", &self.from_env)
             .finish()
     }
@@ -1217,7 +1295,11 @@ mod tests {
     fn gcs_configuration_path() {
         let dir = tempfile::tempdir().unwrap();
         let sa = dir.path().join("serviceaccount.json");
-        std::fs::write(&sa, r#"{"type":"service_account","project_id":"p"}"#).unwrap();
+        std::fs::write(
+            &sa,
+            r#"{"type":"service_account","project_id":"my-project-1"}"#,
+        )
+        .unwrap();
         std::fs::write(
             dir.path().join("storageAPIEndpoint"),
             "http://127.0.0.1:4443/storage/v1/\n",
@@ -1242,11 +1324,37 @@ mod tests {
                 assert_eq!(g.service_account_path.as_deref(), Some(sa.as_path()));
                 assert_eq!(g.base_url.as_deref(), Some("http://127.0.0.1:4443"));
                 assert!(g.allow_http);
+                // An http endpoint is an emulator: no credentials, like etcdbrctl.
+                assert!(g.anonymous);
             }
             _ => panic!("{}", c.describe()),
         }
         let c = resolve(&["--store", "gs://bkt/pre"], &HashMap::new()).unwrap();
         assert_eq!(c.describe(), "gs://bkt/pre");
+        // etcdbrctl's checks of the key: the project ID's format and the allowed fields.
+        for (bad, why) in [
+            (
+                r#"{"type":"service_account","project_id":"p"}"#,
+                "project ID",
+            ),
+            (r#"{"type":"service_account"}"#, "project ID"),
+            (
+                r#"{"type":"service_account","project_id":"Upper-case1"}"#,
+                "project ID",
+            ),
+            (
+                r#"{"type":"service_account","project_id":"my-project-1","gcs_base_url":"http://x"}"#,
+                "gcs_base_url",
+            ),
+        ] {
+            std::fs::write(&sa, bad).unwrap();
+            let err = resolve(
+                &["--storage-provider", "GCS", "--store-container", "b"],
+                &env,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+        }
         std::fs::write(&sa, r#"{"type":"external_account"}"#).unwrap();
         let err = resolve(
             &["--storage-provider", "GCS", "--store-container", "b"],
@@ -1254,6 +1362,61 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("external_account"), "{err}");
+    }
+
+    fn gcs(c: &StoreConfig) -> &GcsConfig {
+        match &c.backend {
+            Backend::Gcs(g) => g,
+            _ => panic!("{c:?}"),
+        }
+    }
+
+    #[test]
+    fn gcs_endpoints_and_the_emulator() {
+        let gcs_args = ["--storage-provider", "GCS", "--store-container", "b"];
+        // Nothing set: Google itself, with credentials.
+        let c = resolve(&gcs_args, &HashMap::new()).unwrap();
+        let g = gcs(&c);
+        assert_eq!(g.base_url, None);
+        assert!(!g.anonymous && !g.allow_http);
+        // $STORAGE_EMULATOR_HOST as host:port (the Go client's form) or as a URL.
+        for host in [
+            "127.0.0.1:4443",
+            "http://127.0.0.1:4443",
+            "http://127.0.0.1:4443/",
+        ] {
+            let env = HashMap::from([("STORAGE_EMULATOR_HOST", host.to_string())]);
+            let c = resolve(&gcs_args, &env).unwrap();
+            let g = gcs(&c);
+            assert_eq!(
+                g.base_url.as_deref(),
+                Some("http://127.0.0.1:4443"),
+                "{host}"
+            );
+            assert!(g.anonymous && g.allow_http, "{host}");
+            let c = resolve(&["--store", "gs://b/p"], &env).unwrap();
+            assert!(gcs(&c).anonymous);
+            assert_eq!(c.describe(), "gs://b/p (endpoint http://127.0.0.1:4443)");
+        }
+        // The flag wins over the emulator variable, which still means no credentials.
+        let env = HashMap::from([("STORAGE_EMULATOR_HOST", "127.0.0.1:1".to_string())]);
+        let mut args = gcs_args.to_vec();
+        args.extend([
+            "--store-endpoint-override",
+            "http://127.0.0.1:2/storage/v1/",
+        ]);
+        let c = resolve(&args, &env).unwrap();
+        assert_eq!(gcs(&c).base_url.as_deref(), Some("http://127.0.0.1:2"));
+        assert!(gcs(&c).anonymous);
+        // An https endpoint without the variable is a real service: credentials are used.
+        let mut args = gcs_args.to_vec();
+        args.extend([
+            "--store-endpoint-override",
+            "https://gcs.example/storage/v1/",
+        ]);
+        let c = resolve(&args, &HashMap::new()).unwrap();
+        assert_eq!(gcs(&c).base_url.as_deref(), Some("https://gcs.example"));
+        assert!(!gcs(&c).anonymous && !gcs(&c).allow_http);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod config;
 pub mod delta;
 pub mod fetch;
+pub mod gcs;
 pub mod latest;
 mod local_list;
 pub mod name;

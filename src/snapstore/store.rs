@@ -198,20 +198,39 @@ impl Store {
                 Arc::new(b.build().map_err(open_err)?)
             }
             Backend::Gcs(g) => {
-                let mut b = if g.from_env {
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                // The JSON API client (super::gcs); object_store's GCS builder only provides
+                // the credentials, and is not even built for an emulator (anonymous), so that
+                // nothing can ask Google or a metadata server for a token.
+                let auth = if g.anonymous {
+                    None
                 } else {
-                    object_store::gcp::GoogleCloudStorageBuilder::new()
+                    let mut b = if g.from_env {
+                        object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    } else {
+                        object_store::gcp::GoogleCloudStorageBuilder::new()
+                    };
+                    b = b.with_bucket_name(&g.bucket).with_retry(retry_config());
+                    if let Some(p) = &g.service_account_path {
+                        b = b.with_service_account_path(p.display().to_string());
+                    }
+                    b = b.with_client_options(client_options(
+                        g.allow_http,
+                        false,
+                        None,
+                        &describe,
+                    )?);
+                    Some(b.build().map_err(open_err)?.credentials().clone())
                 };
-                b = b.with_bucket_name(&g.bucket).with_retry(retry_config());
-                if let Some(p) = &g.service_account_path {
-                    b = b.with_service_account_path(p.display().to_string());
-                }
-                if let Some(u) = &g.base_url {
-                    b = b.with_base_url(u);
-                }
-                b = b.with_client_options(client_options(g.allow_http, false, None, &describe)?);
-                Arc::new(b.build().map_err(open_err)?)
+                Arc::new(
+                    super::gcs::GcsJson::new(
+                        g.base_url.as_deref(),
+                        &g.bucket,
+                        auth,
+                        retry_config(),
+                        g.allow_http,
+                    )
+                    .map_err(open_err)?,
+                )
             }
             Backend::Azure(a) => {
                 let mut b = if a.from_env {
@@ -520,6 +539,15 @@ impl Store {
             source,
         };
         let mut f = tokio::fs::File::open(file).await.map_err(io_err)?;
+        // GCS composes the parts into one object (super::gcs), which holds at most 1024
+        // components: a file that would need more gets larger parts.
+        let part_size = match self.config.as_ref().map(|c| &c.backend) {
+            Some(Backend::Gcs(_)) => {
+                let len = f.metadata().await.map_err(io_err)?.len();
+                part_size.max(len.div_ceil(super::gcs::MAX_COMPONENTS))
+            }
+            _ => part_size,
+        };
         let upload =
             self.inner
                 .put_multipart(&path)

