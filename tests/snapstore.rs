@@ -781,6 +781,41 @@ async fn gcs_fake_gcs_server_fixtures_match_local() {
         ]
     );
 
+    // The binary with nothing but the environment: $STORAGE_EMULATOR_HOST and etcdbrctl's
+    // $STORAGE_CONTAINER (the default of --store-container).
+    let f = &all[0];
+    let out = std::process::Command::new(bin())
+        .args([
+            "ls",
+            "--json",
+            "--storage-provider",
+            "GCS",
+            "--store-prefix",
+        ])
+        .arg(fixture_prefix(f))
+        .env(
+            "STORAGE_EMULATOR_HOST",
+            gcs.endpoint().trim_start_matches("http://"),
+        )
+        .env("STORAGE_CONTAINER", "backups")
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["snapshots"].as_array().unwrap().len(),
+        f.oracle.objects.len()
+    );
+    assert_eq!(
+        v["plan"]["base"]["path"],
+        f.oracle.latest_full().unwrap().path.as_str()
+    );
+
     // The CLI, etcdbrctl's way, restores a backup that real etcd serves exactly as the source.
     if let Some(bins) = EtcdBins::get("3.5.1") {
         let f = all
