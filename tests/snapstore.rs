@@ -14,6 +14,7 @@ use etcd_restore::snapstore::{
     PrefetchOptions, Prefetcher, Store, StoreArgs, decode_delta, fetch_full, plan,
 };
 use sha2::{Digest, Sha256};
+use testkit::faultproxy::{FaultPlan, FaultProxy};
 use testkit::objstore::{
     AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer, FakeGcsServer, MOTO_ACCESS_KEY, MotoServer,
 };
@@ -780,6 +781,52 @@ async fn gcs_fake_gcs_server_fixtures_match_local() {
             "writes/v2/Full-00000000-00000004-1700000003",
         ]
     );
+
+    // Answers lost after the server acted: a create-only put sent again finds the object its
+    // first try created (same size and CRC32C) and succeeds instead of "already exists"; an
+    // object that is not ours is still refused.
+    let proxy = FaultProxy::start(
+        gcs.port(),
+        FaultPlan {
+            rate: 0.5,
+            seed: 19,
+            server_errors: false,
+            throttling: false,
+            resets: false,
+            truncated_bodies: false,
+            lost_answers: true,
+        },
+    )
+    .unwrap();
+    let args = StoreArgs {
+        store: Some("gs://backups/lost".into()),
+        store_endpoint_override: Some(proxy.endpoint()),
+        ..StoreArgs::default()
+    };
+    let store = Store::open(&args.resolve_with(&|_| None).unwrap()).unwrap();
+    for i in 1..=8 {
+        let name = format!("v2/Full-00000000-{i:08}-1700000000");
+        let body = format!("object {i}");
+        store
+            .put_create(&name, bytes::Bytes::from(body.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(read_all(&store, &name).await, body.as_bytes());
+        let err = store
+            .put_create(&name, bytes::Bytes::from_static(b"not ours"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                etcd_restore::snapstore::StoreError::AlreadyExists { .. }
+            ),
+            "{name}: {err}"
+        );
+        assert_eq!(read_all(&store, &name).await, body.as_bytes());
+    }
+    assert!(proxy.stats().lost >= 3, "{:?}", proxy.stats());
+    drop(proxy);
 
     // The binary with nothing but the environment: $STORAGE_EMULATOR_HOST and etcdbrctl's
     // $STORAGE_CONTAINER (the default of --store-container).

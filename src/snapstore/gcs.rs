@@ -102,6 +102,15 @@ struct ObjectResource {
     etag: Option<String>,
     #[serde(default)]
     generation: Option<String>,
+    /// Base64 of the big-endian CRC32C of the content.
+    #[serde(default)]
+    crc32c: Option<String>,
+}
+
+/// GCS's form of a CRC32C: base64 of the big-endian value.
+fn crc32c_b64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(data).to_be_bytes())
 }
 
 impl ObjectResource {
@@ -305,12 +314,24 @@ impl Inner {
         what: &str,
         build: &(dyn Fn() -> Result<reqwest::RequestBuilder> + Send + Sync),
     ) -> Result<(StatusCode, Bytes)> {
+        let (status, body, _) = self.call_retried(method, what, build).await?;
+        Ok((status, body))
+    }
+
+    /// [`Inner::call`], also saying whether the request was sent more than once: then a
+    /// precondition failure may be the answer to our own earlier, lost, success.
+    async fn call_retried(
+        &self,
+        method: Method,
+        what: &str,
+        build: &(dyn Fn() -> Result<reqwest::RequestBuilder> + Send + Sync),
+    ) -> Result<(StatusCode, Bytes, bool)> {
         let mut attempts = Attempts::new(&self.retry);
         loop {
             let resp = self.send(&method, what, build, &mut attempts).await?;
             let status = resp.status();
             match resp.bytes().await {
-                Ok(body) => return Ok((status, body)),
+                Ok(body) => return Ok((status, body, attempts.tries > 0)),
                 Err(e) => {
                     let detail = error_chain(&e);
                     tracing::debug!(%method, object = what, error = %detail, "GCS answer cut short; retrying");
@@ -356,6 +377,10 @@ impl Inner {
     }
 
     async fn metadata(&self, path: &Path, generation: Option<&str>) -> Result<ObjectMeta> {
+        self.resource(path, generation).await?.meta()
+    }
+
+    async fn resource(&self, path: &Path, generation: Option<&str>) -> Result<ObjectResource> {
         let url = self.object_url(path.as_ref());
         let query: Vec<(&str, &str)> = generation.map(|g| ("generation", g)).into_iter().collect();
         let u = self.url(&url, &query)?;
@@ -365,9 +390,22 @@ impl Inner {
         if !status.is_success() {
             return Err(Self::fail(Method::GET, path, status, &body));
         }
-        let r: ObjectResource = serde_json::from_slice(&body)
-            .map_err(|e| generic(format!("{path}: object metadata: {e}")))?;
-        r.meta()
+        serde_json::from_slice(&body).map_err(|e| generic(format!("{path}: object metadata: {e}")))
+    }
+
+    /// After a create-only request that was sent again and failed its precondition: whether
+    /// the object there is the one we meant to create (same size and CRC32C), i.e. the first
+    /// try succeeded and only its answer was lost.
+    async fn is_ours(&self, path: &Path, size: u64, crc32c: &str) -> bool {
+        match self.resource(path, None).await {
+            Ok(r) => {
+                let same = r.size.as_deref() == Some(size.to_string().as_str())
+                    && r.crc32c.as_deref() == Some(crc32c);
+                tracing::debug!(object = %path, same, "create-only request retried after a lost answer");
+                same
+            }
+            Err(_) => false,
+        }
     }
 
     /// One page of a listing.
@@ -435,8 +473,8 @@ impl Inner {
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let body = Bytes::from(body);
         let content_type = format!("multipart/related; boundary={boundary}");
-        let (status, resp) = self
-            .call(Method::POST, path.as_ref(), &|| {
+        let (status, resp, retried) = self
+            .call_retried(Method::POST, path.as_ref(), &|| {
                 Ok(self
                     .http
                     .post(u.clone())
@@ -444,6 +482,15 @@ impl Inner {
                     .body(body.clone()))
             })
             .await?;
+        if status == StatusCode::PRECONDITION_FAILED
+            && retried
+            && if_generation_match == Some("0")
+            && self
+                .is_ours(path, data.len() as u64, &crc32c_b64(&data))
+                .await
+        {
+            return self.resource(path, None).await;
+        }
         if !status.is_success() {
             return Err(Self::fail(Method::POST, path, status, &resp));
         }
@@ -506,8 +553,8 @@ impl Inner {
                 query.push(("rewriteToken", t.as_str()));
             }
             let u = self.url(&url, &query)?;
-            let (status, body) = self
-                .call(Method::POST, to.as_ref(), &|| {
+            let (status, body, retried) = self
+                .call_retried(Method::POST, to.as_ref(), &|| {
                     Ok(self
                         .http
                         .post(u.clone())
@@ -517,6 +564,16 @@ impl Inner {
                 .await?;
             if status == StatusCode::NOT_FOUND {
                 return Err(Self::fail(Method::POST, from, status, &body));
+            }
+            if status == StatusCode::PRECONDITION_FAILED && create && retried {
+                // Ours if it is the source's content (size and CRC32C).
+                if let Ok(src) = self.resource(from, None).await
+                    && let (Some(size), Some(crc)) = (src.size.as_deref(), src.crc32c.as_deref())
+                    && let Ok(size) = size.parse::<u64>()
+                    && self.is_ours(to, size, crc).await
+                {
+                    return Ok(());
+                }
             }
             if status == StatusCode::PRECONDITION_FAILED && create {
                 return Err(Error::AlreadyExists {
@@ -1077,6 +1134,14 @@ mod tests {
         assert_ne!(b, b2);
         assert!(!data.contains(&b2));
         assert!(!boundary_for(data.as_bytes()).is_empty());
+    }
+
+    #[test]
+    fn crc32c_in_gcs_form() {
+        // GCS's documented value for "hello world" is yZRlqg== (CRC32C 0xc99465aa).
+        assert_eq!(crc32c_b64(b"hello world"), "yZRlqg==");
+        // fake-gcs-server's answer for an object holding "hello".
+        assert_eq!(crc32c_b64(b"hello"), "mnG7TA==");
     }
 
     #[test]

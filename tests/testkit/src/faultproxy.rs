@@ -31,6 +31,9 @@ pub struct FaultPlan {
     pub throttling: bool,
     pub resets: bool,
     pub truncated_bodies: bool,
+    /// Writes (every method but GET and HEAD) forwarded, then the connection closed without
+    /// the answer: the server acted, the client cannot know. Off by default.
+    pub lost_answers: bool,
 }
 
 impl Default for FaultPlan {
@@ -42,6 +45,7 @@ impl Default for FaultPlan {
             throttling: true,
             resets: true,
             truncated_bodies: true,
+            lost_answers: false,
         }
     }
 }
@@ -55,11 +59,12 @@ pub struct FaultStats {
     pub throttled: u64,
     pub resets: u64,
     pub truncated: u64,
+    pub lost: u64,
 }
 
 impl FaultStats {
     pub fn faults(&self) -> u64 {
-        self.server_errors + self.throttled + self.resets + self.truncated
+        self.server_errors + self.throttled + self.resets + self.truncated + self.lost
     }
 }
 
@@ -71,6 +76,7 @@ struct Counters {
     throttled: AtomicU64,
     resets: AtomicU64,
     truncated: AtomicU64,
+    lost: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +86,7 @@ enum Fault {
     Throttle,
     Reset,
     Truncate,
+    Lost,
 }
 
 struct Shared {
@@ -109,6 +116,9 @@ impl Shared {
         // Only a body that is read can be cut short.
         if self.plan.truncated_bodies && method == "GET" {
             kinds.push(Fault::Truncate);
+        }
+        if self.plan.lost_answers && method != "GET" && method != "HEAD" {
+            kinds.push(Fault::Lost);
         }
         if kinds.is_empty() {
             return Fault::None;
@@ -178,6 +188,7 @@ impl FaultProxy {
             throttled: c.throttled.load(Ordering::Relaxed),
             resets: c.resets.load(Ordering::Relaxed),
             truncated: c.truncated.load(Ordering::Relaxed),
+            lost: c.lost.load(Ordering::Relaxed),
         }
     }
 }
@@ -321,10 +332,15 @@ fn serve(client: TcpStream, s: &Shared) -> std::io::Result<()> {
                 writer.flush()?;
                 continue;
             }
-            Fault::None | Fault::Truncate => {}
+            Fault::None | Fault::Truncate | Fault::Lost => {}
         }
         let (resp, resp_body) = forward(s.upstream, &req, &body)?;
         s.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        if fault == Fault::Lost {
+            s.counters.lost.fetch_add(1, Ordering::Relaxed);
+            let _ = writer.shutdown(Shutdown::Both);
+            return Ok(());
+        }
         let mut out = format!("{}\r\n", resp.first);
         let is_head = method == "HEAD";
         for (k, v) in &resp.headers {
