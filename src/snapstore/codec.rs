@@ -502,11 +502,15 @@ fn compress_worker(
         out.clear();
         // Room for an incompressible chunk, so the buffer never doubles past it.
         out.reserve_exact(data.len() + data.len() / 64 + 1024);
-        let result = match compression {
-            Compression::Zstd => zstd_frame(&mut zstd, level, &data, &mut out).map(|()| out),
-            _ => gzip_member(level, &data, out),
-        }
-        .map(|out| (data, out));
+        // A panic must still answer for its chunk: the writer waits for every chunk in order,
+        // so a chunk that never arrives would hold every buffer and stall the run for good.
+        let compressed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match compression {
+                Compression::Zstd => zstd_frame(&mut zstd, level, &data, &mut out).map(|()| out),
+                _ => gzip_member(level, &data, out),
+            }))
+            .unwrap_or_else(|_| Err(io::Error::other("compressing a chunk panicked")));
+        let result = compressed.map(|out| (data, out));
         if done.send((seq, result)).is_err() {
             return;
         }
