@@ -376,3 +376,63 @@ fn compression_levels_are_checked_per_codec_before_any_work() {
         sizes[0]
     );
 }
+
+/// The check that replaced the read-back: an upload whose bytes are not what the compressor
+/// wrote is aborted before it completes, so nothing appears under the name; the right bytes
+/// complete.
+#[test]
+fn an_upload_that_reads_other_bytes_than_were_written_creates_nothing() {
+    use etcd_restore::snapstore::store::Expected;
+    use etcd_restore::snapstore::{Store, StoreError};
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("packed");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let sha: [u8; 32] = Sha256::digest(&data).into();
+    let store = Store::from_object_store(
+        std::sync::Arc::new(object_store::memory::InMemory::new()),
+        "p",
+        "memory",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut other = sha;
+        other[0] ^= 1;
+        for (name, expected) in [
+            (
+                "v2/wrong-hash",
+                Expected {
+                    bytes: data.len() as u64,
+                    sha256: other,
+                },
+            ),
+            (
+                "v2/wrong-size",
+                Expected {
+                    bytes: data.len() as u64 + 1,
+                    sha256: sha,
+                },
+            ),
+        ] {
+            let e = store
+                .put_multipart_file_expecting(name, &file, 1 << 20, 2, &expected)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, StoreError::Unexpected { .. }), "{name}: {e}");
+            assert!(!store.exists(name).await.unwrap(), "{name} was created");
+        }
+        let right = Expected {
+            bytes: data.len() as u64,
+            sha256: sha,
+        };
+        let n = store
+            .put_multipart_file_expecting("v2/right", &file, 1 << 20, 2, &right)
+            .await
+            .unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(
+            store.head("v2/right").await.unwrap().size,
+            data.len() as u64
+        );
+    });
+}
