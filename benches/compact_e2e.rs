@@ -182,9 +182,10 @@ fn bench() -> R<()> {
     println!("| | wall s | peak RSS MiB |");
     println!("|---|---:|---:|");
     println!(
-        "| ours: etcd-restore compact (replay {:.2}, fold {:.2}, upload + read-back {:.2}) | {:.2} | {:.1} |",
+        "| ours: etcd-restore compact (replay {:.2}, fold {:.2}, pack {:.2}, upload {:.2}) | {:.2} | {:.1} |",
         ours_json["seconds_replay"].as_f64().unwrap_or(f64::NAN),
         ours_json["seconds_fold"].as_f64().unwrap_or(f64::NAN),
+        ours_json["seconds_pack"].as_f64().unwrap_or(f64::NAN),
         ours_json["seconds_upload"].as_f64().unwrap_or(f64::NAN),
         secs(ours.wall),
         mib(ours.rss_kib)
