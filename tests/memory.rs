@@ -151,6 +151,9 @@ fn gzip_with_trailer(src: &Path, dst: &Path) {
     gz.finish().unwrap().flush().unwrap();
 }
 
+/// A bucket other than `key`: its name and its few entries.
+type SmallBucket<'a> = (&'a [u8], Vec<(&'a [u8], Vec<u8>)>);
+
 /// The base: etcd's buckets with `BASE_BYTES` of values, one PUT per revision from 2.
 fn write_base(dir: &Path, store: &Path, rng: &mut Rng) -> Model {
     let mut m = Model {
@@ -162,7 +165,7 @@ fn write_base(dir: &Path, store: &Path, rng: &mut Rng) -> Model {
     let db = dir.join("base.db");
     let mut l = BulkLoader::create(&db, BulkOptions::default()).unwrap();
     let member = br#"{"id":10276657743932975437,"peerURLs":["http://localhost:2380"],"name":"default","clientURLs":["http://localhost:2379"]}"#;
-    let small: [(&[u8], Vec<(&[u8], Vec<u8>)>); 5] = [
+    let small: [SmallBucket; 5] = [
         (b"alarm", vec![]),
         (b"auth", vec![]),
         (b"authRoles", vec![]),
@@ -210,7 +213,7 @@ fn write_base(dir: &Path, store: &Path, rng: &mut Rng) -> Model {
         bytes += len;
     }
     l.end_bucket().unwrap();
-    let rest: [(&[u8], Vec<(&[u8], Vec<u8>)>); 4] = [
+    let rest: [SmallBucket; 4] = [
         (b"lease", vec![]),
         (b"members", vec![(b"8e9e05c52164694d", member.to_vec())]),
         (b"members_removed", vec![]),
@@ -400,6 +403,8 @@ fn own_peak_rss() -> u64 {
 }
 
 /// Runs a job and returns its peak RSS in bytes, as the kernel accounted it.
+// The child is reaped by wait4, which also hands back its rusage; `Child::wait` cannot.
+#[allow(clippy::zombie_processes)]
 fn peak_rss(what: &str, cmd: &mut Command) -> u64 {
     let child = cmd
         .stdout(std::process::Stdio::null())
@@ -495,7 +500,13 @@ fn every_job_stays_within_64_mib_and_etcd_serves_the_restore() {
     for mode in ["sanity", "auto"] {
         run(
             &format!("validate --mode {mode}"),
-            &[os("validate"), os("--mode"), os(mode), os("--data-dir"), dir.as_os_str()],
+            &[
+                os("validate"),
+                os("--mode"),
+                os(mode),
+                os("--data-dir"),
+                dir.as_os_str(),
+            ],
         );
     }
     // One backup into a three-member cluster: replayed once, copied to the other members.
@@ -533,7 +544,13 @@ fn every_job_stays_within_64_mib_and_etcd_serves_the_restore() {
     .unwrap();
     run(
         "restore --batch --parallel 2",
-        &[os("restore"), os("--batch"), batch.as_os_str(), os("--parallel"), os("2")],
+        &[
+            os("restore"),
+            os("--batch"),
+            batch.as_os_str(),
+            os("--parallel"),
+            os("2"),
+        ],
     );
     std::fs::remove_dir_all(&second).unwrap();
     run(
