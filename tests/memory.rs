@@ -22,26 +22,13 @@ use std::process::Command;
 
 use bbolt::bulk::{BulkLoader, BulkOptions};
 use sha2::{Digest, Sha256};
-use testkit::{EtcdBins, EtcdConfig, EtcdProcess};
+use testkit::mvcc::{kv_proto, rev_key};
+use testkit::{EtcdBins, EtcdConfig, EtcdProcess, Rng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_etcd-restore");
 const LIMIT_BYTES: u64 = 64 << 20;
 const BASE_BYTES: usize = 256 << 20;
 const TIME: &str = "2024-05-06T07:08:09.123456789Z";
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A Kubernetes-like value size: mostly small objects, some KiB-sized configmaps and secrets,
 /// a few objects near etcd's 1.5 MiB request limit.
@@ -57,10 +44,10 @@ fn value_len(rng: &mut Rng) -> usize {
 /// Text-like bytes with some binary: compresses about like protobuf-encoded objects.
 fn value(seed: u64, len: usize) -> Vec<u8> {
     const TEXT: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789:{}\" ,.-_/";
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     (0..len)
         .map(|i| {
-            let r = rng.next();
+            let r = rng.next_u64();
             if i % 9 == 0 {
                 r as u8
             } else {
@@ -68,44 +55,6 @@ fn value(seed: u64, len: usize) -> Vec<u8> {
             }
         })
         .collect()
-}
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// `mvccpb.KeyValue` as etcd stores it (zero fields omitted, like Go's encoder).
-fn kv_proto(key: &[u8], create: i64, modr: i64, version: i64, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + value.len() + 32);
-    out.push(0x0a);
-    varint(&mut out, key.len() as u64);
-    out.extend_from_slice(key);
-    for (tag, v) in [(0x10u8, create), (0x18, modr), (0x20, version)] {
-        if v != 0 {
-            out.push(tag);
-            varint(&mut out, v as u64);
-        }
-    }
-    if !value.is_empty() {
-        out.push(0x2a);
-        varint(&mut out, value.len() as u64);
-        out.extend_from_slice(value);
-    }
-    out
-}
-
-fn rev_key(main: i64, sub: i64, tombstone: bool) -> Vec<u8> {
-    let mut k = main.to_be_bytes().to_vec();
-    k.push(b'_');
-    k.extend_from_slice(&sub.to_be_bytes());
-    if tombstone {
-        k.push(b't');
-    }
-    k
 }
 
 #[derive(Clone, Copy)]
@@ -192,7 +141,7 @@ fn write_base(dir: &Path, store: &Path, rng: &mut Rng) -> Model {
         )
         .into_bytes();
         let len = value_len(rng);
-        let seed = rng.next();
+        let seed = rng.next_u64();
         let (k, v) = (
             rev_key(m.rev, 0, false),
             kv_proto(&key, m.rev, m.rev, 1, &value(seed, len)),
@@ -358,7 +307,7 @@ fn write_delta(store: &Path, m: &mut Model, rng: &mut Rng, json_bytes: usize, cr
             } else {
                 100 + rng.below(2000) as usize
             };
-            let seed = rng.next();
+            let seed = rng.next_u64();
             let val = value(seed, len);
             let (create, version) = match prev {
                 Some(p) => (p.create, p.version + 1),
@@ -444,7 +393,7 @@ fn every_job_stays_within_64_mib_and_etcd_serves_the_restore() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     std::fs::create_dir_all(store.join("v2")).unwrap();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut m = write_base(tmp.path(), &store, &mut rng);
     let base_rev = m.rev;
     write_delta(&store, &mut m, &mut rng, 8 << 20, 1714000100);

@@ -7,45 +7,7 @@ use std::path::Path;
 use bbolt::bulk::{BulkLoader, BulkOptions};
 use bbolt::{Db, OpenOptions};
 use testkit::etcd::{EtcdBins, EtcdConfig, EtcdProcess};
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// `mvccpb.KeyValue{key, create_revision, mod_revision, version, value}` in protobuf wire
-/// format (fields 1..5; zero varints are omitted like Go's encoder does).
-fn kv_proto(key: &[u8], create: u64, modr: u64, version: u64, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.push(0x0a);
-    varint(&mut out, key.len() as u64);
-    out.extend_from_slice(key);
-    for (tag, v) in [(0x10u8, create), (0x18, modr), (0x20, version)] {
-        if v != 0 {
-            out.push(tag);
-            varint(&mut out, v);
-        }
-    }
-    if !value.is_empty() {
-        out.push(0x2a);
-        varint(&mut out, value.len() as u64);
-        out.extend_from_slice(value);
-    }
-    out
-}
-
-fn rev_key(main: u64, sub: u64, tombstone: bool) -> Vec<u8> {
-    let mut k = main.to_be_bytes().to_vec();
-    k.push(b'_');
-    k.extend_from_slice(&sub.to_be_bytes());
-    if tombstone {
-        k.push(b't');
-    }
-    k
-}
+use testkit::mvcc::{kv_proto, rev_key};
 
 struct Expected {
     /// (key, value, create, mod, version) of live keys.
@@ -58,7 +20,7 @@ struct Expected {
 fn expected() -> Expected {
     let mut records = Vec::new();
     let mut live = Vec::new();
-    let n = 2000u64;
+    let n = 2000i64;
     for i in 0..n {
         let rev = 2 + i;
         let key = format!("/registry/pods/p{i:05}");
@@ -68,7 +30,7 @@ fn expected() -> Expected {
             kv_proto(key.as_bytes(), rev, rev, 1, val.as_bytes()),
         ));
         if i != 5 && i != 7 {
-            live.push((key, val, rev as i64, rev as i64, 1));
+            live.push((key, val, rev, rev, 1));
         }
     }
     let r_upd = 2 + n;
@@ -77,7 +39,7 @@ fn expected() -> Expected {
         rev_key(r_upd, 0, false),
         kv_proto(k5.as_bytes(), 7, r_upd, 2, b"updated"),
     ));
-    live.push((k5.to_string(), "updated".to_string(), 7, r_upd as i64, 2));
+    live.push((k5.to_string(), "updated".to_string(), 7, r_upd, 2));
     let r_del = r_upd + 1;
     records.push((
         rev_key(r_del, 0, true),
@@ -87,7 +49,7 @@ fn expected() -> Expected {
     Expected {
         live,
         records,
-        last_rev: r_del as i64,
+        last_rev: r_del,
     }
 }
 

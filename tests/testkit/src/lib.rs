@@ -10,6 +10,8 @@
 //!   and the comparison of a running etcd with it.
 //! * [`GoOracle`]: the Go bbolt/compress/encoding-json reference binary.
 //! * [`kill`]: time a run, SIGKILL a run after a delay (crash tests).
+//! * [`mvcc`]: etcd's `key`-bucket records (revision keys, `mvccpb.KeyValue`), encoded
+//!   independently of the code under test.
 
 pub mod cli;
 pub mod cluster;
@@ -20,6 +22,7 @@ pub mod faultproxy;
 pub mod gooracle;
 pub mod kill;
 pub mod kv;
+pub mod mvcc;
 pub mod objstore;
 pub mod oracle;
 pub mod pids;
