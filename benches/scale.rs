@@ -129,10 +129,7 @@ impl Input {
             .iter()
             .filter(|o| o.kind == "Incr" && o.last_revision > base_rev)
             .collect();
-        let delta_json = deltas
-            .iter()
-            .map(|o| o.body_size)
-            .sum::<Option<u64>>();
+        let delta_json = deltas.iter().map(|o| o.body_size).sum::<Option<u64>>();
         let delta_json_max = deltas.iter().filter_map(|o| o.body_size).max();
         let bench = oracle.bench.clone().unwrap_or_default();
         Ok(Input {
@@ -225,10 +222,7 @@ fn bench() -> R<()> {
             &env_or("SCALE_DB_BYTES", "100MiB"),
         )?],
     };
-    let inputs = dirs
-        .iter()
-        .map(|d| Input::load(d))
-        .collect::<R<Vec<_>>>()?;
+    let inputs = dirs.iter().map(|d| Input::load(d)).collect::<R<Vec<_>>>()?;
     let bins = if jobs.iter().any(|j| j == "embedded") {
         EtcdBins::get(ETCD_VERSION)
     } else {
@@ -288,13 +282,9 @@ fn bench() -> R<()> {
                         let db = restored.join("member/snap/db");
                         let args = match job.as_str() {
                             "hashkv" => os(&[&"hashkv", &"--json", &"--data-dir", &restored]),
-                            "validate" => os(&[
-                                &"validate",
-                                &"--mode",
-                                &"full",
-                                &"--data-dir",
-                                &restored,
-                            ]),
+                            "validate" => {
+                                os(&[&"validate", &"--mode", &"full", &"--data-dir", &restored])
+                            }
                             _ => os(&[&"db", &"check", &db]),
                         };
                         let m = run_measured(&ours_bin, &args, &time_file)?;

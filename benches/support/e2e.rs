@@ -374,7 +374,11 @@ pub fn input_dir(prefix: &str) -> R<PathBuf> {
     }
     let revisions = env_or(&revisions_var, "20000");
     let db_bytes = env_or(&db_bytes_var, "64MiB");
-    if !sized && !generated_input_dir(&revisions, &db_bytes).join("oracle.json").exists() {
+    if !sized
+        && !generated_input_dir(&revisions, &db_bytes)
+            .join("oracle.json")
+            .exists()
+    {
         println!(
             "bench-data/etcd-3.5.1/bench is missing: generating a SMALLER input ({revisions} \
              revisions, {db_bytes} base). Full size: see docs/performance.md"
@@ -405,17 +409,14 @@ pub fn generate_input(revisions: &str, db_bytes: &str) -> R<PathBuf> {
         );
         return Ok(dir);
     }
-    println!("generating {} ({revisions} revisions, {db_bytes} base) ...", dir.display());
+    println!(
+        "generating {} ({revisions} revisions, {db_bytes} base) ...",
+        dir.display()
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let status = Command::new("python3")
         .arg(root.join("testdata/gen/gen.py"))
-        .args([
-            "bench",
-            "--version",
-            ETCD_VERSION,
-            "--revisions",
-            revisions,
-        ])
+        .args(["bench", "--version", ETCD_VERSION, "--revisions", revisions])
         .args(["--db-bytes", db_bytes, "--out"])
         .arg(&dir)
         .status()?;
