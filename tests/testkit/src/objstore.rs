@@ -110,6 +110,31 @@ pub(crate) fn wait_http(proc: &mut ManagedProcess, port: u16, path: &str) -> Res
     })
 }
 
+/// Starts a server on a free port, retrying on another port (up to three) when it exits or does
+/// not answer `ready_path`: a port can be taken between choosing it and binding it.
+fn start_on_free_port(
+    name: &str,
+    dir: &Path,
+    ready_path: &str,
+    mut command: impl FnMut(u16) -> Result<Command>,
+) -> Result<(ManagedProcess, u16)> {
+    let mut last = None;
+    for _ in 0..3 {
+        let port = free_port();
+        let cmd = command(port)?;
+        let log = dir.join(format!("{name}-{port}.log"));
+        let mut proc = ManagedProcess::spawn(cmd, &format!("{name} 127.0.0.1:{port}"), &log)?;
+        match wait_http(&mut proc, port, ready_path) {
+            Ok(()) => return Ok((proc, port)),
+            Err(e) => {
+                proc.stop()?;
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::parse(name, "did not start")))
+}
+
 /// Every file below `root`, as (path relative to root with '/' separators, absolute path).
 fn walk(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
@@ -172,29 +197,16 @@ impl MotoServer {
             return Ok(None);
         };
         let dir = tempfile::tempdir().map_err(|e| Error::io("create temp dir", "/tmp", e))?;
-        let mut last = None;
-        for _ in 0..3 {
-            let port = free_port();
+        let (proc, port) = start_on_free_port("moto_server", dir.path(), "/", |port| {
             let mut cmd = Command::new(&bin);
             cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-            let log = dir.path().join(format!("moto-{port}.log"));
-            let mut proc =
-                ManagedProcess::spawn(cmd, &format!("moto_server 127.0.0.1:{port}"), &log)?;
-            match wait_http(&mut proc, port, "/") {
-                Ok(()) => {
-                    return Ok(Some(MotoServer {
-                        proc,
-                        port,
-                        _dir: dir,
-                    }));
-                }
-                Err(e) => {
-                    proc.stop()?;
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::parse("moto", "did not start")))
+            Ok(cmd)
+        })?;
+        Ok(Some(MotoServer {
+            proc,
+            port,
+            _dir: dir,
+        }))
     }
 
     pub fn port(&self) -> u16 {
@@ -318,38 +330,30 @@ impl AzuriteServer {
             return Ok(None);
         };
         let dir = tempfile::tempdir().map_err(|e| Error::io("create temp dir", "/tmp", e))?;
-        let mut last = None;
-        for _ in 0..3 {
-            let port = free_port();
-            let data = dir.path().join(format!("data-{port}"));
-            std::fs::create_dir_all(&data).map_err(|e| Error::io("create dir", &data, e))?;
-            let mut cmd = Command::new(&bin);
-            cmd.arg("--blobHost")
-                .arg("127.0.0.1")
-                .arg("--blobPort")
-                .arg(port.to_string())
-                .arg("-l")
-                .arg(&data)
-                .arg("--skipApiVersionCheck");
-            let log = dir.path().join(format!("azurite-{port}.log"));
-            let mut proc =
-                ManagedProcess::spawn(cmd, &format!("azurite-blob 127.0.0.1:{port}"), &log)?;
-            match wait_http(&mut proc, port, &format!("/{AZURITE_ACCOUNT}?comp=list")) {
-                Ok(()) => {
-                    return Ok(Some(AzuriteServer {
-                        proc,
-                        port,
-                        python,
-                        _dir: dir,
-                    }));
-                }
-                Err(e) => {
-                    proc.stop()?;
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::parse("azurite", "did not start")))
+        let (proc, port) = start_on_free_port(
+            "azurite-blob",
+            dir.path(),
+            &format!("/{AZURITE_ACCOUNT}?comp=list"),
+            |port| {
+                let data = dir.path().join(format!("data-{port}"));
+                std::fs::create_dir_all(&data).map_err(|e| Error::io("create dir", &data, e))?;
+                let mut cmd = Command::new(&bin);
+                cmd.arg("--blobHost")
+                    .arg("127.0.0.1")
+                    .arg("--blobPort")
+                    .arg(port.to_string())
+                    .arg("-l")
+                    .arg(&data)
+                    .arg("--skipApiVersionCheck");
+                Ok(cmd)
+            },
+        )?;
+        Ok(Some(AzuriteServer {
+            proc,
+            port,
+            python,
+            _dir: dir,
+        }))
     }
 
     pub fn port(&self) -> u16 {
@@ -437,39 +441,27 @@ impl FakeGcsServer {
             return Ok(None);
         };
         let dir = tempfile::tempdir().map_err(|e| Error::io("create temp dir", "/tmp", e))?;
-        let mut last = None;
-        for _ in 0..3 {
-            let port = free_port();
-            let url = format!("http://127.0.0.1:{port}");
-            let mut cmd = Command::new(&bin);
-            cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-port"])
-                .arg(port.to_string())
-                .args(["-backend", "memory", "-log-level", "warn"])
-                .arg("-public-host")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("-external-url")
-                .arg(&url)
-                // A directory that does not exist: nothing is preloaded.
-                .arg("-data")
-                .arg(dir.path().join("no-preload"));
-            let log = dir.path().join(format!("fake-gcs-server-{port}.log"));
-            let mut proc =
-                ManagedProcess::spawn(cmd, &format!("fake-gcs-server 127.0.0.1:{port}"), &log)?;
-            match wait_http(&mut proc, port, "/storage/v1/b") {
-                Ok(()) => {
-                    return Ok(Some(FakeGcsServer {
-                        proc,
-                        port,
-                        _dir: dir,
-                    }));
-                }
-                Err(e) => {
-                    proc.stop()?;
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::parse("fake-gcs-server", "did not start")))
+        let (proc, port) =
+            start_on_free_port("fake-gcs-server", dir.path(), "/storage/v1/b", |port| {
+                let url = format!("http://127.0.0.1:{port}");
+                let mut cmd = Command::new(&bin);
+                cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-port"])
+                    .arg(port.to_string())
+                    .args(["-backend", "memory", "-log-level", "warn"])
+                    .arg("-public-host")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("-external-url")
+                    .arg(&url)
+                    // A directory that does not exist: nothing is preloaded.
+                    .arg("-data")
+                    .arg(dir.path().join("no-preload"));
+                Ok(cmd)
+            })?;
+        Ok(Some(FakeGcsServer {
+            proc,
+            port,
+            _dir: dir,
+        }))
     }
 
     pub fn port(&self) -> u16 {
