@@ -42,22 +42,7 @@ fn list_v2(store: &Path) -> Vec<String> {
 }
 
 fn compact(store: &Path, temp: &Path, extra: &[&str]) -> (i32, serde_json::Value, String) {
-    let out = Command::new(bin())
-        .arg("compact")
-        .arg("--store")
-        .arg(store)
-        .arg("--snapstore-temp-directory")
-        .arg(temp)
-        .arg("--json")
-        .args(extra)
-        .output()
-        .expect("run compact");
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (
-        out.status.code().unwrap_or(-1),
-        v,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    CLI.compact(store, temp, extra)
 }
 
 /// The uploaded object decompressed into a snapshot file (db + sha256 trailer) for etcdutl.

@@ -30,25 +30,8 @@ fn store_copy(f: &Fixture, dir: &Path) -> PathBuf {
     dst
 }
 
-/// `compact --json` on a store; (exit code, report, stderr).
 fn compact(store: &Path, temp: &Path, extra: &[&str]) -> (i32, serde_json::Value, String) {
-    std::fs::create_dir_all(temp).unwrap();
-    let out = Command::new(CLI.0)
-        .arg("compact")
-        .arg("--store")
-        .arg(store)
-        .arg("--snapstore-temp-directory")
-        .arg(temp)
-        .arg("--json")
-        .args(extra)
-        .output()
-        .expect("run compact");
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (
-        out.status.code().unwrap_or(-1),
-        v,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    CLI.compact(store, temp, extra)
 }
 
 /// A compaction that must succeed; returns the report and the object's path.

@@ -61,4 +61,32 @@ impl Cli {
             v["compact_revision"].as_i64().expect("compact_revision"),
         )
     }
+
+    /// `compact --store STORE --snapstore-temp-directory TEMP --json EXTRA…` (TEMP is
+    /// created): exit code, the JSON report (`Null` when there is none) and stderr.
+    pub fn compact(
+        &self,
+        store: &Path,
+        temp: &Path,
+        extra: &[&str],
+    ) -> (i32, serde_json::Value, String) {
+        std::fs::create_dir_all(temp).expect("create the temp directory");
+        let out = self
+            .command()
+            .arg("compact")
+            .arg("--store")
+            .arg(store)
+            .arg("--snapstore-temp-directory")
+            .arg(temp)
+            .arg("--json")
+            .args(extra)
+            .output()
+            .expect("run compact");
+        let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (
+            out.status.code().unwrap_or(-1),
+            v,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
 }
