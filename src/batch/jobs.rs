@@ -172,6 +172,7 @@ async fn compact_member(m: Member, s: Arc<CompactSettings>) -> Result<Done, Fail
         upload_buffer: usize::try_from(s.replay.memory_budget / 4).unwrap_or(usize::MAX),
         temp_dir: m.store.temp_dir.clone(),
         created_on: None,
+        publish_timeout: None,
     };
     let r = compact(&store, &opts).await.map_err(Failure::new)?;
     Ok(Done {

@@ -17,9 +17,12 @@ use etcd_restore::snapstore::codec::check_level;
 use etcd_restore::snapstore::{FetchArgs, PlanOptions, Store, StoreArgs};
 
 use super::batch::BatchArgs;
+use super::compactor::{CompactorArgs, LeaseOutcome};
 use super::restore::{EmbeddedEtcdArgs, MemberArgs};
 
 #[derive(clap::Args, Debug)]
+// Go's pflag: a flag given twice takes the last value (Job specs get patched by appending).
+#[command(args_override_self = true)]
 pub struct CompactArgs {
     #[command(flatten)]
     store: StoreArgs,
@@ -75,7 +78,7 @@ pub struct CompactArgs {
     metrics: MetricsArgs,
 
     #[command(flatten)]
-    compat: CompactorCompatArgs,
+    compactor: CompactorArgs,
 
     /// etcdbrctl compact takes restore's member flags; a compacted snapshot has no members.
     #[command(flatten)]
@@ -88,63 +91,26 @@ pub struct CompactArgs {
     ignored: EmbeddedEtcdArgs,
 }
 
-/// etcdbrctl compact's compactor flags: accepted, with a notice, so CronJob specs keep working.
-#[derive(clap::Args, Debug, Default)]
-struct CompactorCompatArgs {
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
-    defragment: Option<String>,
-    #[arg(long, hide = true)]
-    etcd_snapshot_timeout: Option<String>,
-    #[arg(long, hide = true)]
-    etcd_defrag_timeout: Option<String>,
-    #[arg(long, hide = true)]
-    full_snapshot_lease_name: Option<String>,
-    #[arg(long, hide = true)]
-    delta_snapshot_lease_name: Option<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
-    enable_snapshot_lease_renewal: Option<String>,
-    #[arg(long, hide = true)]
-    metrics_scrape_wait_duration: Option<String>,
-}
-
-impl CompactorCompatArgs {
-    fn notice(&self) {
-        let given = [
-            (
-                "--defragment (the output is always defragmented)",
-                &self.defragment,
-            ),
-            ("--etcd-snapshot-timeout", &self.etcd_snapshot_timeout),
-            ("--etcd-defrag-timeout", &self.etcd_defrag_timeout),
-            ("--full-snapshot-lease-name", &self.full_snapshot_lease_name),
-            (
-                "--delta-snapshot-lease-name",
-                &self.delta_snapshot_lease_name,
-            ),
-            (
-                "--enable-snapshot-lease-renewal",
-                &self.enable_snapshot_lease_renewal,
-            ),
-            (
-                "--metrics-scrape-wait-duration",
-                &self.metrics_scrape_wait_duration,
-            ),
-        ];
-        for (flag, v) in given {
-            if v.is_some() {
-                eprintln!("notice: {flag} is accepted for etcdbrctl compatibility and ignored");
-            }
-        }
-    }
-}
-
 pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
     args.ignored.notice();
-    args.compat.notice();
+    // etcdbrctl validates these and builds its Kubernetes client before any work.
+    let lease = match args.compactor.prepare() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     if args.data_dir.is_some() {
         eprintln!("notice: --data-dir is accepted for etcdbrctl compatibility and ignored");
     }
     if let Some(path) = &args.batch.batch {
+        if lease.is_some() {
+            eprintln!(
+                "error: --enable-snapshot-lease-renewal names one etcd's lease; it cannot be used with --batch"
+            );
+            return Ok(ExitCode::from(2));
+        }
         let (batch, schedule) = match args.batch.load(path, Purpose::Compact, &args.store) {
             Ok(b) => b,
             Err(code) => return Ok(code),
@@ -215,6 +181,7 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
         upload_buffer: budget_share(args.fetch.memory_budget, 4),
         temp_dir: config.temp_dir.clone(),
         created_on: None,
+        publish_timeout: Some(args.compactor.etcd_snapshot_timeout),
     };
     let run = RunMetrics::start("compact");
     let ui = super::progress::ProgressUi::start(&progress, "compact");
@@ -239,10 +206,31 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
     };
+    let snapshot_lease = match &lease {
+        Some(l) if report.uploaded => Some(l.renew(&report.object, report.fold.revision).await),
+        _ => None,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            report: &'a CompactReport,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            snapshot_lease: Option<LeaseOutcome>,
+        }
+        let out = Out {
+            report: &report,
+            snapshot_lease,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", render(&report));
+    }
+    // etcd-druid#648: the Job's metrics must stay scrapable for a while.
+    let wait = args.compactor.metrics_scrape_wait_duration;
+    if !wait.is_zero() {
+        eprintln!("waiting {wait:?} (--metrics-scrape-wait-duration) before exiting");
+        tokio::time::sleep(wait).await;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,8 +3,10 @@
 
 mod batch;
 mod compact;
+mod compactor;
 mod db;
 mod docgen;
+mod duration;
 mod hashkv;
 mod initialize;
 mod ls;

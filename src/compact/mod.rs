@@ -97,6 +97,10 @@ pub enum CompactError {
     Run { path: PathBuf, offset: u64 },
     #[error("{object} already exists; compact never overwrites")]
     Exists { object: String },
+    #[error(
+        "publishing {object} took longer than --etcd-snapshot-timeout ({seconds} s) and was abandoned; the name appears only complete if at all, and the next run removes the temporary upload"
+    )]
+    Timeout { object: String, seconds: u64 },
     /// What was sent or published is not what was written (exit 4).
     #[error("{object}: {what} is {actual}, but {expected} was written")]
     Verify {
@@ -138,6 +142,9 @@ pub struct CompactOptions {
     pub temp_dir: PathBuf,
     /// Creation time in the name (Unix seconds); None = now.
     pub created_on: Option<i64>,
+    /// Bound on publishing: the upload, the copy to the final name and its check
+    /// (etcdbrctl's `--etcd-snapshot-timeout` bounds taking and saving the snapshot).
+    pub publish_timeout: Option<std::time::Duration>,
 }
 
 /// The JSON report.
@@ -353,7 +360,18 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
         return Err(CompactError::Exists { object });
     }
     upload::reclaim_temp_uploads(store, &listing.ignored).await;
-    upload::upload(store, &object, &packed_path, &packed, opts.upload_buffer).await?;
+    let publish = upload::upload(store, &object, &packed_path, &packed, opts.upload_buffer);
+    match opts.publish_timeout {
+        None => publish.await?,
+        Some(limit) => {
+            tokio::time::timeout(limit, publish)
+                .await
+                .map_err(|_| CompactError::Timeout {
+                    object: object.clone(),
+                    seconds: limit.as_secs(),
+                })??
+        }
+    }
     report.uploaded = true;
     // The copy is server-side; its size is the one cheap fact left to check.
     let meta = store.head(&object).await?;

@@ -10,6 +10,8 @@
 //!   and the comparison of a running etcd with it.
 //! * [`GoOracle`]: the Go bbolt/compress/encoding-json reference binary.
 //! * [`kill`]: time a run, SIGKILL a run after a delay (crash tests).
+//! * [`kubeapi`]: a stand-in Kubernetes API server for Leases (HTTPS or HTTP), checking
+//!   each request against the Lease schema.
 //! * [`mvcc`]: etcd's `key`-bucket records (revision keys, `mvccpb.KeyValue`), encoded
 //!   independently of the code under test.
 
@@ -21,6 +23,7 @@ pub mod etcd;
 pub mod faultproxy;
 pub mod gooracle;
 pub mod kill;
+pub mod kubeapi;
 pub mod kv;
 pub mod mvcc;
 pub mod objstore;
