@@ -31,11 +31,16 @@ struct Answer {
 /// A minimal HTTP/1.1 GET over loopback (one connection per request, as Go's client does
 /// with keep-alive off); bodies are always sized by Content-Length here.
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<Answer> {
+    request(addr, "GET", path)
+}
+
+/// [`get`] with any method (no request body, as druid's snapshot triggers send none).
+fn request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<Answer> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
@@ -746,6 +751,58 @@ fn config_errors_snapshot_latest_and_graceful_shutdown() {
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
 
+/// etcdbrctl's server without a snapshotter (`pkg/server/httpAPI.go`
+/// `serveFullSnapshotTrigger`/`serveDeltaSnapshotTrigger`, `h.Snapshotter == nil`, no storage
+/// provider): 405 and an empty body, whatever the method and query. The calls are etcd-druid's:
+/// the compaction controller's `GET /snapshot/full` (`internal/controller/compaction/snapshot.go`)
+/// and the on-demand snapshot task's `POST /snapshot/{full,delta}[?final=true]`
+/// (`internal/controller/etcdopstask/handler/ondemandsnapshot/ondemandsnapshot.go`).
+#[test]
+fn snapshot_triggers_answer_405_with_an_empty_body_like_etcdbrctl_without_a_snapshotter() {
+    let sc = Scene::new();
+    let calls = [
+        ("GET", "/snapshot/full"),
+        ("POST", "/snapshot/full"),
+        ("POST", "/snapshot/full?final=true"),
+        // etcdbrctl returns before parsing `final` on this path: no 400.
+        ("POST", "/snapshot/full?final=maybe"),
+        ("POST", "/snapshot/delta"),
+        ("GET", "/snapshot/delta"),
+        ("PUT", "/snapshot/delta"),
+        ("DELETE", "/snapshot/full"),
+    ];
+    // With a store (etcdbrctl would forward to its backup leader; there is none that
+    // snapshots) and without one.
+    let with_store = sc.server(&[], &[]);
+    let bare = Server::start(
+        &["--data-dir".to_string(), sc.data().display().to_string()],
+        &[],
+        &sc.tmp.path().join("bare.log"),
+    );
+    for s in [&with_store, &bare] {
+        for (method, path) in calls {
+            let a = request(s.addr, method, path).unwrap();
+            assert_eq!(a.code, 405, "{method} {path}: {}", a.body);
+            assert_eq!(a.body, "", "{method} {path}");
+            assert_eq!(
+                a.headers.get("content-length").map(String::as_str),
+                Some("0")
+            );
+            assert!(
+                a.headers
+                    .get("x-etcd-restore-reason")
+                    .is_some_and(|r| r.contains("takes no snapshots")),
+                "{method} {path}: {:?}",
+                a.headers
+            );
+            // Plain HTTP: no HSTS (etcdbrctl adds it only with TLS).
+            assert!(!a.headers.contains_key("strict-transport-security"));
+        }
+    }
+    // Nothing else changed: the initialization API still starts from New.
+    assert_eq!(with_store.get("/initialization/status").body, "New");
+}
+
 #[test]
 fn https_with_a_self_signed_certificate() {
     let sc = Scene::new();
@@ -813,6 +870,22 @@ fn https_with_a_self_signed_certificate() {
         }
         let r = client.get(url("/snapshot/latest")).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 405);
+        // The snapshot triggers over TLS, as druid sends them with the backup CA.
+        for (m, path) in [
+            (reqwest::Method::GET, "/snapshot/full"),
+            (reqwest::Method::POST, "/snapshot/full?final=true"),
+            (reqwest::Method::POST, "/snapshot/delta"),
+        ] {
+            let r = client.request(m, url(path)).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 405, "{path}");
+            assert_eq!(
+                r.headers()
+                    .get("content-security-policy")
+                    .and_then(|v| v.to_str().ok()),
+                Some("default-src 'self'")
+            );
+            assert_eq!(r.text().await.unwrap(), "", "{path}");
+        }
     });
     // Plain HTTP on the TLS port gets no HTTP answer.
     assert!(

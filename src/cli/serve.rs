@@ -15,7 +15,8 @@ use super::initialize::{InitJobArgs, PreparedJob};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Endpoints: /initialization/start?mode=full|sanity, \
-/initialization/status, /config, /healthz, /metrics, /snapshot/latest (docs/serve.md). \
+/initialization/status, /config, /healthz, /metrics, /snapshot/latest; /snapshot/full and \
+/snapshot/delta answer 405 (no snapshotter, as etcdbrctl without one) (docs/serve.md). \
 Point etcd-wrapper's --backup-restore-host-port at --listen.")]
 pub struct ServeArgs {
     #[command(flatten)]

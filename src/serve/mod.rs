@@ -9,11 +9,13 @@
 //! | `/healthz` | 503 `{"health":false}` while initializing, else 200 `{"health":true}` |
 //! | `/metrics` | Prometheus text ([`metrics`]) |
 //! | `/snapshot/latest` | the store's latest full snapshot and the deltas after it (etcdbrctl JSON) |
+//! | `/snapshot/full`, `/snapshot/delta` | 405, empty body: no snapshotter here ([`snapshot`]) |
 //!
 //! Like etcdbrctl, every handler answers any method.
 
 pub mod config;
 pub mod init;
+pub mod snapshot;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -109,6 +111,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", any(healthz))
         .route("/metrics", any(metrics_text))
         .route("/snapshot/latest", any(snapshot_latest))
+        .route("/snapshot/full", any(snapshot::not_configured))
+        .route("/snapshot/delta", any(snapshot::not_configured))
         .with_state(state)
         .layer(axum::middleware::map_response(
             move |mut r: Response| async move {
