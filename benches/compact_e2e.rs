@@ -30,8 +30,8 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use e2e::{
-    ETCD_VERSION, R, TIME, embedded_restore, input_dir, json, make_plan, mib, open_store, os,
-    run_measured, runtime, secs,
+    ETCD_VERSION, R, TIME, embedded_compact, embedded_restore, input_dir, json, make_plan, mib,
+    open_store, os, run_measured, runtime, secs,
 };
 use testkit::{EtcdBins, EtcdConfig, EtcdProcess};
 
@@ -108,32 +108,9 @@ fn bench() -> R<()> {
     let revision = replay_json["revision"]
         .as_i64()
         .ok_or("the replay client printed no revision")?;
-    let timeout = "--command-timeout=600s";
-    etcd.etcd
-        .etcdctl(&["compact", &revision.to_string(), "--physical", timeout])?;
-    let t_compact = t0.elapsed();
-    etcd.etcd.etcdctl(&["defrag", timeout])?;
-    let t_defrag = t0.elapsed();
-    let snap = work.join("theirs.snapshot.db");
-    let snap_s = snap.to_string_lossy().into_owned();
-    etcd.etcd
-        .etcdctl(&["snapshot", "save", snap_s.as_str(), timeout])?;
-    let t_snapshot = t0.elapsed();
-    let gz = work.join("theirs.snapshot.gz");
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg("gzip -c \"$1\" > \"$2\"")
-        .arg("sh")
-        .arg(&snap)
-        .arg(&gz)
-        .status()?;
-    if !st.success() {
-        return Err("gzip of the baseline's snapshot failed".into());
-    }
-    let baseline_wall = t0.elapsed();
-    let t_gzip = baseline_wall - t_snapshot;
-    let their_snap_bytes = std::fs::metadata(&snap)?.len();
-    let their_gz_bytes = std::fs::metadata(&gz)?.len();
+    let c = embedded_compact(&etcd, revision, work, "theirs")?;
+    let baseline_wall = t_restore + c.total();
+    let (their_snap_bytes, their_gz_bytes) = (c.snapshot_bytes, c.gzip_bytes);
 
     // Verification (not timed): the baseline's data, then etcd on our restored object.
     let their_digest = json(
@@ -196,10 +173,10 @@ fn bench() -> R<()> {
         secs(theirs.restored),
         secs(theirs.started),
         secs(theirs.replayed),
-        secs(t_compact - t_restore),
-        secs(t_defrag - t_compact),
-        secs(t_snapshot - t_defrag),
-        secs(t_gzip),
+        secs(c.compact),
+        secs(c.defrag),
+        secs(c.snapshot),
+        secs(c.gzip),
         secs(baseline_wall),
         mib(their_rss),
         mib(etcd_rss),

@@ -7,7 +7,7 @@
 //! bbolt write transaction, committing every `batch_bytes` at a revision boundary.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bbolt::{Db, FreeSpace, OpenOptions, WriteTx};
@@ -241,9 +241,9 @@ pub async fn replay(
         path: db_path.to_path_buf(),
         progress,
     };
-    // A rendezvous channel: the apply thread takes a delta as soon as the previous one is done.
-    // Deltas larger than a MiB wait in mapped spool files, so holding two costs little.
-    let (tx, rx) = mpsc::sync_channel::<FetchedDelta>(0);
+    // The apply thread takes a delta as soon as the previous one is done; the prefetcher
+    // keeps the next few ready (deltas larger than a MiB wait in mapped spool files).
+    let (tx, rx) = tokio::sync::mpsc::channel::<FetchedDelta>(1);
     let worker = std::thread::Builder::new()
         .name("apply".into())
         .spawn(move || apply_all(db, job, rx))
@@ -274,7 +274,7 @@ pub async fn replay(
                 report.delta_object_bytes += d.object_size;
                 report.delta_json_bytes += d.json().len() as u64;
                 report.deltas_applied.push(d.planned.snapshot.path.clone());
-                if tx.send(d).is_err() {
+                if tx.send(d).await.is_err() {
                     // The applier failed; its error is the one to report.
                     break;
                 }
@@ -381,7 +381,7 @@ struct ApplyJob {
 fn apply_all(
     db: Db,
     job: ApplyJob,
-    rx: mpsc::Receiver<FetchedDelta>,
+    mut rx: tokio::sync::mpsc::Receiver<FetchedDelta>,
 ) -> Result<ApplyOutcome, ReplayError> {
     let ApplyJob {
         base_rev,
@@ -407,7 +407,7 @@ fn apply_all(
         batch_bytes,
         commits: 0,
     };
-    for delta in rx {
+    while let Some(delta) = rx.blocking_recv() {
         let object = delta.planned.snapshot.path.clone();
         // Events the plan already covers through another delta (overlaps, upstream 1043) were
         // compared by the prefetcher; events at or below the base are checked by the applier.

@@ -524,12 +524,15 @@ async fn compare_with_local(f: &Fixture, remote: &Store, tmp: &Path) {
 }
 
 async fn read_all(store: &Store, name: &str) -> Vec<u8> {
-    let (_, mut stream) = store.get(name).await.unwrap();
-    let mut got = Vec::new();
-    while let Some(c) = futures::StreamExt::next(&mut stream).await {
-        got.extend_from_slice(&c.unwrap());
-    }
-    got
+    let (_, body) = store.get(name).await.unwrap();
+    let mut reader = body.into_reader();
+    tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut got).unwrap();
+        got
+    })
+    .await
+    .unwrap()
 }
 
 /// put_create never overwrites; multipart uploads land whole; copy_create copies, and unless

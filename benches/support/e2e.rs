@@ -497,3 +497,71 @@ pub fn embedded_restore(
         replayed,
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// The embedded-etcd compaction
+
+/// What etcdbrctl's compaction does after its embedded restore, timed step by step.
+pub struct EmbeddedCompact {
+    pub compact: Duration,
+    pub defrag: Duration,
+    pub snapshot: Duration,
+    pub gzip: Duration,
+    /// The saved snapshot (`work/<tag>.snapshot.db`) and its size.
+    pub snapshot_path: PathBuf,
+    pub snapshot_bytes: u64,
+    pub gzip_bytes: u64,
+}
+
+impl EmbeddedCompact {
+    pub fn total(&self) -> Duration {
+        self.compact + self.defrag + self.snapshot + self.gzip
+    }
+}
+
+/// On the etcd an [`embedded_restore`] left running at `revision`: `etcdctl compact
+/// <revision> --physical`, `etcdctl defrag`, `etcdctl snapshot save`, and `gzip` of the snapshot
+/// into the new full object (etcdbrctl compresses with the deltas' codec, gzip here).
+pub fn embedded_compact(
+    etcd: &MeasuredEtcd,
+    revision: i64,
+    work: &Path,
+    tag: &str,
+) -> R<EmbeddedCompact> {
+    let timeout = "--command-timeout=600s";
+    let t = Instant::now();
+    etcd.etcd
+        .etcdctl(&["compact", &revision.to_string(), "--physical", timeout])?;
+    let compact = t.elapsed();
+    let t = Instant::now();
+    etcd.etcd.etcdctl(&["defrag", timeout])?;
+    let defrag = t.elapsed();
+    let snap = work.join(format!("{tag}.snapshot.db"));
+    let snap_s = snap.to_string_lossy().into_owned();
+    let t = Instant::now();
+    etcd.etcd
+        .etcdctl(&["snapshot", "save", snap_s.as_str(), timeout])?;
+    let snapshot = t.elapsed();
+    let gz = work.join(format!("{tag}.snapshot.gz"));
+    let t = Instant::now();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg("gzip -c \"$1\" > \"$2\"")
+        .arg("sh")
+        .arg(&snap)
+        .arg(&gz)
+        .status()?;
+    if !st.success() {
+        return Err("gzip of the baseline's snapshot failed".into());
+    }
+    let gzip = t.elapsed();
+    Ok(EmbeddedCompact {
+        compact,
+        defrag,
+        snapshot,
+        gzip,
+        snapshot_bytes: std::fs::metadata(&snap)?.len(),
+        gzip_bytes: std::fs::metadata(&gz)?.len(),
+        snapshot_path: snap,
+    })
+}

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
-use super::bridge::StreamReader;
+use super::bridge::{Body, FileRange};
 use super::codec::{CodecError, decompress_to};
 use super::delta::{DeltaError, Event, decode_delta_json};
 use super::name::Snapshot;
@@ -163,8 +163,8 @@ pub async fn fetch_full_with_progress(
     verify_hash: bool,
     progress: Option<Arc<Progress>>,
 ) -> Result<FullInfo, FetchError> {
-    let (meta, stream) = store.get(&snapshot.path).await?;
-    let reader = StreamReader::spawn(stream);
+    let (meta, body) = store.get(&snapshot.path).await?;
+    let reader = body.into_reader();
     let object = snapshot.path.clone();
     let compression = snapshot.compression();
     let dest_owned = dest.to_path_buf();
@@ -275,6 +275,8 @@ pub enum RawObject {
     Memory(Vec<u8>),
     /// Deleted when dropped.
     Spooled(tempfile::NamedTempFile),
+    /// A local store's own file, read in place rather than copied to a spool file.
+    Local(FileRange),
 }
 
 impl RawObject {
@@ -282,6 +284,7 @@ impl RawObject {
         match self {
             RawObject::Memory(v) => v.len() as u64,
             RawObject::Spooled(f) => f.as_file().metadata().map(|m| m.len()).unwrap_or(0),
+            RawObject::Local(f) => f.len,
         }
     }
 
@@ -298,7 +301,11 @@ pub async fn download_raw(
     spool_dir: &Path,
     spool_threshold: u64,
 ) -> Result<RawObject, FetchError> {
-    let (meta, mut stream) = store.get(&snapshot.path).await?;
+    let (meta, body) = store.get(&snapshot.path).await?;
+    let mut stream = match body {
+        Body::File(f) => return Ok(RawObject::Local(f)),
+        Body::Stream(s) => s,
+    };
     let read_err = |source: object_store::Error| {
         FetchError::Store(StoreError::Object {
             object: snapshot.path.clone(),
@@ -359,6 +366,9 @@ pub fn decompress_delta(
     match raw {
         RawObject::Memory(v) => {
             decompress_to(snapshot.compression(), v.as_slice(), object, &mut w)?;
+        }
+        RawObject::Local(f) => {
+            decompress_to(snapshot.compression(), f.reader(), object, &mut w)?;
         }
         RawObject::Spooled(f) => {
             let file = f.reopen().map_err(|source| FetchError::Io {

@@ -1,19 +1,22 @@
 //! Downloads the plan's deltas ahead of the applier, in plan order.
 //!
-//! Up to `max_fetchers` downloads run at once (etcdbrctl's `--max-fetchers`, default 6). Each
-//! raw object stays in memory if it is small and is spooled to a temp file otherwise; a delta
-//! is decompressed (and its hash checked) one ahead of the applier, into memory while small
-//! and into a mapped spool file otherwise ([`super::spool`]). So memory stays bounded by
-//! `max_fetchers × spool_threshold` plus a few MiB per prepared delta, whatever the deltas'
-//! sizes. Spool files are deleted as soon as a delta is done (and when the prefetcher is
-//! dropped).
+//! The work starts when the prefetcher is made, not when the consumer first asks: up to
+//! `max_fetchers` downloads run at once (etcdbrctl's `--max-fetchers`, default 6), each raw
+//! object in memory if it is small, a local store's file read in place, a spool file
+//! otherwise; deltas are decompressed (and their hash checked) one at a time in plan order,
+//! into memory while small and into a mapped spool file otherwise ([`super::spool`]), up to
+//! [`AHEAD_MEMORY_KIB`] and [`AHEAD_SPOOL_MIB`] ahead of the consumer. So memory stays
+//! bounded by `max_fetchers × spool_threshold` plus a few MiB, whatever the deltas' sizes.
+//! Spool files are deleted as soon as a delta is done (and when the prefetcher is dropped).
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::delta::{DeltaError, DeltaStats, Event, decode_delta_json};
 use super::fetch::{FetchError, RawObject, check_overlap, decompress_delta, download_raw};
@@ -47,6 +50,8 @@ pub struct FetchedDelta {
     pub data: DeltaBytes,
     /// Size of the object as stored (compressed).
     pub object_size: u64,
+    /// This delta's share of the prefetcher's run-ahead budget, given back when it is dropped.
+    ahead: Option<OwnedSemaphorePermit>,
 }
 
 impl FetchedDelta {
@@ -99,17 +104,27 @@ impl<T> Future for AbortOnDrop<T> {
     }
 }
 
+/// How far prepared deltas may run ahead of the consumer, in KiB of small deltas held in
+/// memory and in MiB of larger ones waiting in spool files. The spool costs disk, not memory
+/// (its mapped pages are touched only when decoded), so the deltas can all decompress while
+/// the base downloads instead of one at a time beside the applier.
+const AHEAD_MEMORY_KIB: usize = 4 << 10;
+const AHEAD_SPOOL_MIB: usize = 256;
+
 pub struct Prefetcher {
-    stream: BoxStream<'static, Result<FetchedDelta, FetchError>>,
-    failed: bool,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Result<FetchedDelta, FetchError>>,
+    /// Drives the downloads and preparation; aborted (and with it every download and spool
+    /// file) when the prefetcher is dropped.
+    _driver: AbortOnDrop<()>,
 }
 
 impl Prefetcher {
-    /// Starts fetching on the current tokio runtime.
+    /// Starts fetching on the current tokio runtime, at once: the work does not wait for
+    /// [`next`](Self::next) to be called.
     pub fn new(store: Store, deltas: Vec<PlannedDelta>, options: PrefetchOptions) -> Prefetcher {
         let n = options.max_fetchers.max(1);
         let spool_dir = options.spool_dir.clone();
-        let stream = futures::stream::iter(deltas)
+        let mut stream = futures::stream::iter(deltas)
             .map(move |planned| {
                 let store = store.clone();
                 let options = options.clone();
@@ -126,8 +141,8 @@ impl Prefetcher {
                 }
             })
             .buffered(n)
-            // Decompress and hash-check one delta ahead of the consumer, on a blocking thread,
-            // so that work overlaps with applying the previous delta.
+            // Decompress and hash-check one delta at a time, in plan order, on a blocking
+            // thread, so that work overlaps with the base download and with applying.
             .map(move |downloaded| {
                 let spool_dir = spool_dir.clone();
                 async move {
@@ -143,22 +158,40 @@ impl Prefetcher {
             })
             .buffered(1)
             .boxed();
+        // Unbounded: the semaphores bound what waits in it.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let memory = Arc::new(Semaphore::new(AHEAD_MEMORY_KIB));
+        let spool = Arc::new(Semaphore::new(AHEAD_SPOOL_MIB));
+        let driver = AbortOnDrop(tokio::spawn(async move {
+            while let Some(mut item) = stream.next().await {
+                if let Ok(d) = &mut item {
+                    let len = d.data.bytes().len();
+                    let (sem, unit, total) = match d.data {
+                        DeltaBytes::Memory(_) => (&memory, 1 << 10, AHEAD_MEMORY_KIB),
+                        DeltaBytes::Spooled { .. } => (&spool, 1 << 20, AHEAD_SPOOL_MIB),
+                    };
+                    // A delta larger than the whole budget waits until nothing else does.
+                    let n = len.div_ceil(unit).clamp(1, total) as u32;
+                    match Arc::clone(sem).acquire_many_owned(n).await {
+                        Ok(permit) => d.ahead = Some(permit),
+                        Err(_) => break,
+                    }
+                }
+                let failed = item.is_err();
+                if tx.send(item).is_err() || failed {
+                    break;
+                }
+            }
+        }));
         Prefetcher {
-            stream,
-            failed: false,
+            rx,
+            _driver: driver,
         }
     }
 
     /// The next delta in plan order; `None` when all are done. After an error it stops.
     pub async fn next(&mut self) -> Option<Result<FetchedDelta, FetchError>> {
-        if self.failed {
-            return None;
-        }
-        let item = self.stream.next().await;
-        if matches!(item, Some(Err(_))) {
-            self.failed = true;
-        }
-        item
+        self.rx.recv().await
     }
 }
 
@@ -200,5 +233,6 @@ fn prepare(d: Downloaded, spool_dir: &std::path::Path) -> Result<FetchedDelta, F
         planned: d.planned,
         data,
         object_size,
+        ahead: None,
     })
 }

@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    PutPayload, RetryConfig, WriteMultipart,
+    BackoffConfig, ClientOptions, GetResultPayload, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart,
 };
 use thiserror::Error;
 
+use super::bridge::{Body, FileRange};
 use super::config::{Backend, StoreConfig};
 use super::name::{ObjectKind, Snapshot, classify_object};
 
@@ -374,23 +375,25 @@ impl Store {
         Ok(listing)
     }
 
-    /// Streams an object's bytes (relative path).
-    pub async fn get(
-        &self,
-        relative: &str,
-    ) -> Result<(ObjectMeta, BoxStream<'static, object_store::Result<Bytes>>), StoreError> {
+    /// An object's bytes (relative path): a local store's file itself, else a stream.
+    pub async fn get(&self, relative: &str) -> Result<(ObjectMeta, Body), StoreError> {
         let path = self.object_path(relative)?;
-        let res = self
-            .inner
-            .get(&path)
-            .await
-            .map_err(|source| StoreError::Object {
-                object: relative.to_string(),
-                op: "get",
-                source,
-            })?;
+        let err = |source| StoreError::Object {
+            object: relative.to_string(),
+            op: "get",
+            source,
+        };
+        let res = self.inner.get(&path).await.map_err(err)?;
         let meta = res.meta.clone();
-        Ok((meta, res.into_stream()))
+        let body = match res.payload {
+            GetResultPayload::File(file, _) => Body::File(FileRange {
+                file,
+                start: res.range.start,
+                len: res.range.end - res.range.start,
+            }),
+            GetResultPayload::Stream(s) => Body::Stream(s),
+        };
+        Ok((meta, body))
     }
 
     pub async fn head(&self, relative: &str) -> Result<ObjectMeta, StoreError> {
