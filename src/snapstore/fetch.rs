@@ -144,7 +144,7 @@ impl<W: Write> Write for TrailerWriter<W> {
 
 /// Streams a full snapshot into `dest` (which must not exist), decompressing by suffix and
 /// checking etcd's SHA-256 trailer. `verify_hash = false` is `--skip-hash-check`: a trailer, if
-/// present, is still stripped, and a file without one is accepted. The file is fsynced; on
+/// present, is still stripped, and a file without one is accepted. The file is not fsynced (the caller syncs what it publishes); on
 /// error it is removed.
 pub async fn fetch_full(
     store: &Store,
@@ -256,12 +256,13 @@ pub fn write_full<R: Read>(
         w.inner.write_all(&tail[..n]).map_err(io_err("writing"))?;
         db_size = total;
     }
-    let file = w
-        .inner
+    // Not fsynced: the file is a step of a larger job (a restore's staging directory, synced
+    // whole before it is moved into place; compaction's scratch database), and a second
+    // fsync of the same pages sat on the restore's critical path.
+    w.inner
         .into_inner()
         .map_err(|e| e.into_error())
         .map_err(io_err("writing"))?;
-    file.sync_all().map_err(io_err("syncing"))?;
     Ok(FullInfo {
         db_size,
         had_hash,
