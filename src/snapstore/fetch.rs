@@ -201,6 +201,47 @@ pub async fn fetch_full_with_progress(
     }
 }
 
+/// Decompressed bytes handed to the writer thread at a time, and how many may wait.
+const HANDOFF_CHUNK: usize = 512 << 10;
+const HANDOFF_QUEUE: usize = 2;
+
+/// Collects writes into chunks for another thread; spent chunks come back for reuse.
+struct Handoff {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Handoff {
+    fn send(&mut self) -> io::Result<()> {
+        let mut next = self.back.try_recv().unwrap_or_default();
+        next.clear();
+        next.reserve(HANDOFF_CHUNK);
+        let full = std::mem::replace(&mut self.buf, next);
+        self.tx
+            .send(full)
+            .map_err(|_| io::Error::other("the writer thread stopped"))
+    }
+}
+
+impl Write for Handoff {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(HANDOFF_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&buf[..n]);
+        if self.buf.len() == HANDOFF_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
+}
+
 /// The blocking half of [`fetch_full`]; also used for local files.
 pub fn write_full<R: Read>(
     reader: R,
@@ -224,8 +265,40 @@ pub fn write_full<R: Read>(
         .create_new(true)
         .open(dest)
         .map_err(io_err("creating"))?;
-    let mut w = TrailerWriter::new(BufWriter::with_capacity(1 << 20, file));
-    decompress_to(compression, reader, object, &mut w)?;
+    // Decompression on this thread; the hash and the file write of its output on a second one.
+    let trailer = TrailerWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let (written, decompressed) = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(HANDOFF_QUEUE);
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let worker = s.spawn(move || -> io::Result<_> {
+            let mut w = trailer;
+            for chunk in rx {
+                w.write_all(&chunk)?;
+                let _ = back_tx.send(chunk);
+            }
+            Ok(w)
+        });
+        let mut handoff = Handoff {
+            tx,
+            back: back_rx,
+            buf: Vec::with_capacity(HANDOFF_CHUNK),
+        };
+        let decompressed = decompress_to(compression, reader, object, &mut handoff).and_then(|n| {
+            handoff.flush().map_err(|source| CodecError::Sink {
+                object: object.to_string(),
+                decompressed_offset: n,
+                source,
+            })
+        });
+        drop(handoff);
+        let written = worker
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the writer thread panicked")));
+        (written, decompressed)
+    });
+    // A failed write stops the decompressor too; its own error is the one to report.
+    let mut w = written.map_err(io_err("writing"))?;
+    decompressed?;
     let total = w.total;
     let had_hash = total % 512 == HASH_LEN as u64;
     let mut hash_verified = false;
