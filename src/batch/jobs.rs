@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::compact::{CompactOptions, DEFAULT_COMPRESSION_BUFFER, DEFAULT_SORT_BUDGET, compact};
+use crate::compact::{
+    CompactOptions, DEFAULT_COMPRESSION_BUFFER, DEFAULT_LOCK_TTL, DEFAULT_SORT_BUDGET, compact,
+};
 use crate::replay::ReplayOptions;
 use crate::restore::{MemberFlags, RestoreOptions, Targets, restore};
 use crate::snapstore::{PlanOptions, Store, plan};
@@ -173,6 +175,7 @@ async fn compact_member(m: Member, s: Arc<CompactSettings>) -> Result<Done, Fail
         temp_dir: m.store.temp_dir.clone(),
         created_on: None,
         publish_timeout: None,
+        lock_ttl: DEFAULT_LOCK_TTL,
     };
     let r = compact(&store, &opts).await.map_err(Failure::new)?;
     Ok(Done {

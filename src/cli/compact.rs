@@ -3,7 +3,8 @@
 //! Exit codes: 0 written and checked (or dry run), 1 any other failure, 2 usage (including a
 //! compression level the codec cannot take), 3 the target object already exists, 4 what was
 //! sent or published is not what was written (sha256 of the bytes sent, or the published
-//! object's size).
+//! object's size), 5 another compaction of the store holds its lock (or took it over before
+//! this run published): nothing was published.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,11 @@ pub struct CompactArgs {
     /// Build and check everything, upload nothing.
     #[arg(long)]
     dry_run: bool,
+
+    /// Lifetime of the store's compaction lock (`v2/.etcd-restore-compact.lock`) between
+    /// renewals: a killed run's lock lapses after it (Go duration).
+    #[arg(long, value_name = "DURATION", default_value = "1m0s", value_parser = super::duration::parse_positive_go_duration)]
+    lock_ttl: std::time::Duration,
 
     /// Bytes of sort records kept in memory before spilling to disk (default: a quarter of
     /// --memory-budget).
@@ -182,6 +188,7 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
         temp_dir: config.temp_dir.clone(),
         created_on: None,
         publish_timeout: Some(args.compactor.etcd_snapshot_timeout),
+        lock_ttl: args.lock_ttl,
     };
     let run = RunMetrics::start("compact");
     let ui = super::progress::ProgressUi::start(&progress, "compact");
@@ -200,6 +207,7 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
                 CompactError::Level(_) => 2,
                 CompactError::Exists { .. } => 3,
                 CompactError::Verify { .. } => 4,
+                CompactError::Locked { .. } | CompactError::LockLost { .. } => 5,
                 _ => 1,
             };
             eprintln!("error: compacting {}: {e:#}", store.describe());

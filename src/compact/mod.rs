@@ -26,6 +26,7 @@
 //! compressor holds `compression_buffer` bytes of chunks at most.
 
 pub mod fold;
+pub mod lock;
 pub mod pack;
 pub mod sort;
 mod upload;
@@ -43,6 +44,7 @@ use crate::snapstore::{
 };
 
 pub use fold::{FoldOptions, FoldReport, fold_db};
+pub use lock::{DEFAULT_LOCK_TTL, LOCK_OBJECT, LockReport, StoreLock};
 pub use pack::{Packed, pack};
 pub use sort::{ExternalSort, SortedRecords};
 
@@ -101,6 +103,16 @@ pub enum CompactError {
         "publishing {object} took longer than --etcd-snapshot-timeout ({seconds} s) and was abandoned; the name appears only complete if at all, and the next run removes the temporary upload"
     )]
     Timeout { object: String, seconds: u64 },
+    /// Another compaction of the store holds the lock (exit 5).
+    #[error(
+        "another compaction of this store is running: {object} is held by {holder}; it is retried by the next run (a lock whose run died lapses after its TTL)"
+    )]
+    Locked { object: String, holder: String },
+    /// The lock was taken over before publishing (exit 5): nothing was published.
+    #[error(
+        "lost the compaction lock {object} before publishing ({detail}); nothing was published"
+    )]
+    LockLost { object: String, detail: String },
     /// What was sent or published is not what was written (exit 4).
     #[error("{object}: {what} is {actual}, but {expected} was written")]
     Verify {
@@ -145,6 +157,8 @@ pub struct CompactOptions {
     /// Bound on publishing: the upload, the copy to the final name and its check
     /// (etcdbrctl's `--etcd-snapshot-timeout` bounds taking and saving the snapshot).
     pub publish_timeout: Option<std::time::Duration>,
+    /// Lifetime of the store's compaction lock between renewals ([`lock`]).
+    pub lock_ttl: std::time::Duration,
 }
 
 /// The JSON report.
@@ -171,6 +185,9 @@ pub struct CompactReport {
     /// wrote (checked before publishing), and the published object has that size.
     pub verified: bool,
     pub dry_run: bool,
+    /// The store's compaction lock, held from before the listing until after publishing
+    /// (none for a dry run, which writes nothing).
+    pub lock: Option<LockReport>,
     pub seconds: f64,
     pub seconds_replay: f64,
     /// Building the compacted database (both passes and the bulk load).
@@ -240,6 +257,24 @@ impl CompactReport {
 
 /// Runs a compaction against `store`.
 pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactReport, CompactError> {
+    if opts.dry_run {
+        return compact_locked(store, opts, None).await;
+    }
+    // Taken before the listing: the plan then includes what a previous holder published.
+    let lock = StoreLock::acquire(store, opts.lock_ttl).await?;
+    let result = compact_locked(store, opts, Some(&lock)).await;
+    let released = lock.release().await;
+    result.map(|mut r| {
+        r.lock = Some(released);
+        r
+    })
+}
+
+async fn compact_locked(
+    store: &Store,
+    opts: &CompactOptions,
+    lock: Option<&StoreLock>,
+) -> Result<CompactReport, CompactError> {
     let t0 = Instant::now();
     let listing = store.list_snapshots().await?;
     let mut plan = snapstore::plan(&listing.snapshots, opts.plan)?;
@@ -345,6 +380,7 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
         uploaded: false,
         verified: false,
         dry_run: opts.dry_run,
+        lock: None,
         seconds: 0.0,
         seconds_replay,
         seconds_fold,
@@ -359,8 +395,19 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
     if store.exists(&object).await? {
         return Err(CompactError::Exists { object });
     }
+    // Under the lock no other run's upload is in flight: every temporary upload is stale.
     upload::reclaim_temp_uploads(store, &listing.ignored).await;
-    let publish = upload::upload(store, &object, &packed_path, &packed, opts.upload_buffer);
+    if let Some(l) = lock {
+        l.check().await?;
+    }
+    let publish = upload::upload(
+        store,
+        &object,
+        &packed_path,
+        &packed,
+        opts.upload_buffer,
+        lock,
+    );
     match opts.publish_timeout {
         None => publish.await?,
         Some(limit) => {

@@ -4,14 +4,29 @@
 
 use std::path::Path;
 
-use super::{CompactError, Packed, UPLOAD_TEMP_PREFIX, WORK_DIR_PREFIX};
+use super::{CompactError, Packed, StoreLock, UPLOAD_TEMP_PREFIX, WORK_DIR_PREFIX};
 use crate::show::hex;
 use crate::snapstore::store::Expected;
 use crate::snapstore::{self, Store, StoreError};
 
-/// Largest object a server-side copy handles everywhere (S3's single-part copy limit); larger
-/// snapshots are uploaded directly under their final name after an existence check.
+/// S3's single-part copy limit: larger snapshots on S3 (and Azure) are uploaded directly under
+/// their final name after an existence check (see [`uploads_directly`]).
 const MAX_SERVER_COPY: u64 = 5 << 30;
+
+/// Whether `bytes` go straight to the final name instead of through a temporary object.
+/// Only where the parts of an upload are invisible until it commits: S3 multipart parts and
+/// Azure uncommitted blocks are no objects, so nothing (etcdbrctl's garbage collector
+/// included) can list or delete them. GCS parts are objects `<name>/<%010d>` — what
+/// etcdbrctl's `GarbageCollectChunks` deletes once their start revision (0 for a full
+/// snapshot) is below its last snapshot's — so on GCS every size goes through the temporary
+/// name (whose parts no snapshot parser accepts) and a `rewriteTo` copy, which has no size
+/// limit. Local files are hard-linked.
+fn uploads_directly(backend: Option<&snapstore::Backend>, bytes: u64) -> bool {
+    matches!(
+        backend,
+        Some(snapstore::Backend::S3(_) | snapstore::Backend::Azure(_))
+    ) && bytes > MAX_SERVER_COPY
+}
 
 /// Uploads `packed` as `object`, which must not exist, so that `object` appears only complete:
 /// the bytes go to a temporary object first and are then copied create-only. Two runs racing
@@ -26,7 +41,12 @@ pub(super) async fn upload(
     packed_path: &Path,
     packed: &Packed,
     upload_buffer: usize,
+    lock: Option<&StoreLock>,
 ) -> Result<(), CompactError> {
+    let still_locked = async || match lock {
+        Some(l) => l.check().await,
+        None => Ok(()),
+    };
     let object_bytes = packed.object_bytes;
     let expected = Expected {
         bytes: object_bytes,
@@ -53,11 +73,8 @@ pub(super) async fn upload(
         },
         e => e.into(),
     };
-    let local = matches!(
-        store.config().map(|c| &c.backend),
-        Some(snapstore::Backend::Local { .. })
-    );
-    if object_bytes > MAX_SERVER_COPY && !local {
+    if uploads_directly(store.config().map(|c| &c.backend), object_bytes) {
+        still_locked().await?;
         // Multipart uploads commit atomically, so no partial object is ever visible; only the
         // create-only guarantee is weaker (checked just before).
         tracing::warn!(
@@ -78,6 +95,8 @@ pub(super) async fn upload(
             .put_multipart_file_expecting(&temp, packed_path, part, conc, &expected)
             .await
             .map_err(exists)?;
+        // The upload may have taken minutes: publish only while the lock is still ours.
+        still_locked().await?;
         store.copy_create(&temp, object).await.map_err(exists)
     }
     .await;
@@ -87,9 +106,9 @@ pub(super) async fn upload(
     result
 }
 
-/// Removes temporary uploads of earlier runs that died (listed as ignored objects). Concurrent
-/// compactions of one store are not supported: a running one whose temporary object vanishes
-/// fails cleanly at its copy.
+/// Removes temporary uploads of earlier runs that died (listed as ignored objects). Called
+/// under the store's compaction lock, so none of them belongs to a running compaction (one
+/// whose lock lapsed finds its temporary object gone, or its lock lost, and publishes nothing).
 pub(super) async fn reclaim_temp_uploads(store: &Store, ignored: &[snapstore::IgnoredObject]) {
     for o in ignored {
         if o.path
@@ -141,5 +160,27 @@ pub(super) fn reclaim_work_dirs(temp_dir: &Path) {
             tracing::info!(path = %e.path().display(), "removing a work directory left by an earlier run");
             let _ = std::fs::remove_dir_all(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapstore::config::{AzureConfig, GcsConfig, S3Config};
+
+    #[test]
+    fn only_s3_and_azure_upload_over_5_gib_directly() {
+        let big = MAX_SERVER_COPY + 1;
+        let s3 = snapstore::Backend::S3(S3Config::default());
+        let az = snapstore::Backend::Azure(AzureConfig::default());
+        let gcs = snapstore::Backend::Gcs(GcsConfig::default());
+        let local = snapstore::Backend::Local { root: "/x".into() };
+        assert!(uploads_directly(Some(&s3), big));
+        assert!(uploads_directly(Some(&az), big));
+        // GCS parts are objects etcdbrctl's chunk GC deletes: always through the temp name.
+        assert!(!uploads_directly(Some(&gcs), big));
+        assert!(!uploads_directly(Some(&local), big));
+        assert!(!uploads_directly(Some(&s3), MAX_SERVER_COPY));
+        assert!(!uploads_directly(None, big));
     }
 }

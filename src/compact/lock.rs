@@ -1,0 +1,278 @@
+//! One compaction of a store at a time: a lock object `v2/.etcd-restore-compact.lock`, created
+//! with the store's create-only put (S3 and Azure `If-None-Match: *`, GCS
+//! `ifGenerationMatch=0`, a hard link on the file store — all atomic: of two creators exactly
+//! one succeeds). Its body names the owner (a random token, host and pid) and an expiry; the
+//! holder renews it every third of the TTL, so a killed job's lock lapses after at most one TTL
+//! (at once when the holder ran on the same host and its pid is gone) and the next run takes
+//! it over (delete, then create-only again: of two runs taking over at once, one creates and
+//! the other finds a live lock).
+//!
+//! The holder checks that the lock is still its own right before publishing the snapshot; a
+//! lock lost to a takeover (the holder could not renew it for a whole TTL) ends the run with
+//! nothing published. While it holds the lock a run may remove stale temporary uploads: no
+//! other run's upload can be in flight.
+//!
+//! The name starts with a dot and has no snapshot fields, so neither this tool's listing nor
+//! etcdbrctl's (`ParseSnapshot` fails, the object is skipped) nor its garbage collector ever
+//! takes it for a snapshot.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt as _;
+
+use super::CompactError;
+use crate::snapstore::{Store, StoreError};
+
+/// The lock object, below the store prefix.
+pub const LOCK_OBJECT: &str = "v2/.etcd-restore-compact.lock";
+/// Default lifetime of an unrenewed lock.
+pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(60);
+/// A lock body is a few hundred bytes; anything larger is not ours.
+const MAX_LOCK_BYTES: usize = 64 << 10;
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct LockBody {
+    owner: String,
+    host: String,
+    pid: u32,
+    acquired_unix_ms: i64,
+    expires_unix_ms: i64,
+}
+
+/// What the run's report says about the lock.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LockReport {
+    pub object: String,
+    pub owner: String,
+    pub acquired_unix_ms: i64,
+    /// Set when released (after publishing or failing).
+    pub released_unix_ms: Option<i64>,
+    /// A lapsed lock of an earlier run was replaced.
+    pub took_over: Option<String>,
+}
+
+/// A held lock; renewed in the background until [`StoreLock::release`].
+pub struct StoreLock {
+    store: Store,
+    body: LockBody,
+    lost: Arc<AtomicBool>,
+    renewer: tokio::task::JoinHandle<()>,
+    pub report: LockReport,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn describe(b: &LockBody) -> String {
+    let expires = chrono::DateTime::from_timestamp_millis(b.expires_unix_ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    format!(
+        "{} (pid {} on {}), expires {expires}",
+        b.owner, b.pid, b.host
+    )
+}
+
+async fn read(store: &Store) -> Result<Option<LockBody>, StoreError> {
+    let failed = |source| StoreError::Object {
+        object: LOCK_OBJECT.into(),
+        op: "get",
+        source,
+    };
+    let path = store.object_path(LOCK_OBJECT)?;
+    let res = match store.object_store().get(&path).await {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(failed(e)),
+    };
+    let buf = if res.meta.size as usize > MAX_LOCK_BYTES {
+        Bytes::new()
+    } else {
+        res.bytes().await.map_err(failed)?
+    };
+    // An unreadable body is treated as lapsed (a torn write of a crashed run, or garbage).
+    Ok(Some(serde_json::from_slice(&buf).unwrap_or(LockBody {
+        owner: "unreadable".into(),
+        host: String::new(),
+        pid: 0,
+        acquired_unix_ms: 0,
+        expires_unix_ms: 0,
+    })))
+}
+
+fn encode(b: &LockBody) -> Bytes {
+    Bytes::from(serde_json::to_vec_pretty(b).expect("JSON"))
+}
+
+impl StoreLock {
+    /// Takes the store's compaction lock, or fails with [`CompactError::Locked`] naming the
+    /// holder.
+    pub async fn acquire(store: &Store, ttl: Duration) -> Result<StoreLock, CompactError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut took_over = None;
+        for _ in 0..2 {
+            let t = now_ms();
+            let body = LockBody {
+                owner: format!("{:032x}", rand_token()),
+                host: hostname(),
+                pid: std::process::id(),
+                acquired_unix_ms: t,
+                expires_unix_ms: t + ttl_ms,
+            };
+            match store.put_create(LOCK_OBJECT, encode(&body)).await {
+                Ok(()) => {
+                    // Stores without a create-only put fall back to check-then-put; reading
+                    // our own body back catches the lost race there.
+                    match read(store).await? {
+                        Some(b) if b.owner == body.owner => {}
+                        Some(b) => {
+                            return Err(CompactError::Locked {
+                                object: LOCK_OBJECT.into(),
+                                holder: describe(&b),
+                            });
+                        }
+                        None => {
+                            return Err(CompactError::LockLost {
+                                object: LOCK_OBJECT.into(),
+                                detail: "removed right after it was created".into(),
+                            });
+                        }
+                    }
+                    return Ok(Self::start(store, body, ttl, took_over));
+                }
+                Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match read(store).await? {
+                // Released in between: try again.
+                None => continue,
+                Some(b) if b.expires_unix_ms > now_ms() && !holder_is_dead(&b) => {
+                    return Err(CompactError::Locked {
+                        object: LOCK_OBJECT.into(),
+                        holder: describe(&b),
+                    });
+                }
+                Some(b) => {
+                    tracing::warn!(holder = %describe(&b), "taking over a lapsed compaction lock (its run is gone or stalled)");
+                    took_over = Some(describe(&b));
+                    store.delete(LOCK_OBJECT).await?;
+                }
+            }
+        }
+        let holder = read(store)
+            .await?
+            .map(|b| describe(&b))
+            .unwrap_or_else(|| "another run".into());
+        Err(CompactError::Locked {
+            object: LOCK_OBJECT.into(),
+            holder,
+        })
+    }
+
+    fn start(store: &Store, body: LockBody, ttl: Duration, took_over: Option<String>) -> Self {
+        let lost = Arc::new(AtomicBool::new(false));
+        let (s, mut b, l) = (store.clone(), body.clone(), Arc::clone(&lost));
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match read(&s).await {
+                    Ok(Some(cur)) if cur.owner == b.owner => {
+                        b.expires_unix_ms = now_ms() + ttl_ms;
+                        let path = match s.object_path(LOCK_OBJECT) {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        };
+                        if let Err(e) = s.object_store().put(&path, encode(&b).into()).await {
+                            tracing::warn!(error = %e, "could not renew the compaction lock; retrying");
+                        }
+                    }
+                    Ok(_) => {
+                        tracing::error!(
+                            "the compaction lock was taken over; this run will not publish"
+                        );
+                        l.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the compaction lock; retrying");
+                    }
+                }
+            }
+        });
+        let report = LockReport {
+            object: LOCK_OBJECT.into(),
+            owner: body.owner.clone(),
+            acquired_unix_ms: body.acquired_unix_ms,
+            released_unix_ms: None,
+            took_over,
+        };
+        StoreLock {
+            store: store.clone(),
+            body,
+            lost,
+            renewer,
+            report,
+        }
+    }
+
+    /// Fails unless the lock is still this run's (read from the store, not remembered).
+    pub async fn check(&self) -> Result<(), CompactError> {
+        let lost = |detail: String| CompactError::LockLost {
+            object: LOCK_OBJECT.into(),
+            detail,
+        };
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(lost("taken over while this run could not renew it".into()));
+        }
+        match read(&self.store).await? {
+            Some(b) if b.owner == self.body.owner => Ok(()),
+            Some(b) => Err(lost(format!("now held by {}", describe(&b)))),
+            None => Err(lost("the lock object is gone".into())),
+        }
+    }
+
+    /// Stops renewing and removes the lock if it is still this run's.
+    pub async fn release(mut self) -> LockReport {
+        self.renewer.abort();
+        if let Ok(Some(b)) = read(&self.store).await
+            && b.owner == self.body.owner
+            && let Err(e) = self.store.delete(LOCK_OBJECT).await
+        {
+            tracing::warn!(error = %e, "could not remove the compaction lock; it lapses by itself");
+        }
+        self.report.released_unix_ms = Some(now_ms());
+        self.report
+    }
+}
+
+/// 128 random bits from the OS (the owner token only has to differ between runs).
+fn rand_token() -> u128 {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    u128::from_le_bytes(b) ^ u128::from(std::process::id()) ^ (now_ms() as u128) << 64
+}
+
+/// The holder ran on this machine (same host name) and its process is gone: a killed run on
+/// the same node (or a test) need not wait for the TTL. A reused pid only delays the takeover.
+fn holder_is_dead(b: &LockBody) -> bool {
+    b.pid != 0
+        && !b.host.is_empty()
+        && b.host == hostname()
+        && b.pid != std::process::id()
+        && !std::path::Path::new("/proc")
+            .join(b.pid.to_string())
+            .exists()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
