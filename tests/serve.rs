@@ -803,6 +803,97 @@ fn snapshot_triggers_answer_405_with_an_empty_body_like_etcdbrctl_without_a_snap
     assert_eq!(with_store.get("/initialization/status").body, "New");
 }
 
+/// The backup sidecar's arguments as etcd-druid writes them
+/// (`internal/component/statefulset/builder.go` `getBackupRestoreContainerCommandArgs`, a
+/// Local store, no TLS), except the etcd connection flags (`--endpoints`,
+/// `--service-endpoints`, `--cacert`/`--cert`/`--key`, `--insecure-*`,
+/// `--etcd-connection-timeout`, `--reelection-period`), which belong to the etcd client: all
+/// accepted, the ones for
+/// what this server does not run named in one notice, and the server answers on
+/// `--server-port` from the Local store under `$HOME`.
+#[test]
+fn druid_sidecar_arguments_are_accepted() {
+    let sc = Scene::new();
+    let home = sc.tmp.path().join("home");
+    testkit::tree::copy_dir(&sc.fixture.store(), &home.join("bkp/etcd-main")).unwrap();
+    let port = free_port();
+    let d = sc.tmp.path().display().to_string();
+    let args: Vec<String> = vec![
+        "server".into(),
+        format!("--server-port={port}"),
+        "--enable-snapshot-lease-renewal=true".into(),
+        "--full-snapshot-lease-name=etcd-main-full-snap".into(),
+        "--delta-snapshot-lease-name=etcd-main-delta-snap".into(),
+        "--storage-provider=Local".into(),
+        "--store-prefix=etcd-main".into(),
+        "--schedule=0 */24 * * *".into(),
+        "--compress-snapshots=true".into(),
+        "--compression-policy=gzip".into(),
+        "--max-backups=7".into(),
+        "--garbage-collection-policy=LimitBased".into(),
+        "--garbage-collection-period=12h0m0s".into(),
+        "--delta-snapshot-period=5m0s".into(),
+        "--delta-snapshot-retention-period=0s".into(),
+        "--delta-snapshot-memory-limit=104857600".into(),
+        "--etcd-snapshot-timeout=15m0s".into(),
+        "--defragmentation-schedule=0 */24 * * *".into(),
+        "--etcd-defrag-timeout=15m0s".into(),
+        "--auto-compaction-mode=periodic".into(),
+        "--auto-compaction-retention=30m".into(),
+        format!("--data-dir={d}/new.etcd"),
+        format!("--restoration-temp-snapshots-dir={d}/restoration.temp"),
+        format!("--snapstore-temp-directory={d}/temp"),
+        "--use-etcd-wrapper=true".into(),
+        "--enable-member-lease-renewal=true".into(),
+        "--k8s-heartbeat-duration=10s".into(),
+        "--embedded-etcd-quota-bytes=8589934592".into(),
+        "--enable-profiling=true".into(),
+        "--etcd-connection-timeout-leader-election=5s".into(),
+    ];
+    std::fs::create_dir_all(sc.tmp.path().join("temp")).unwrap();
+    let mut cmd = Command::new(bin());
+    // etcdbrctl's subcommand name `server` is `serve` here.
+    cmd.arg("serve")
+        .args(&args[1..])
+        .env("HOME", &home)
+        .env("POD_NAME", POD)
+        .env("POD_NAMESPACE", "shoot--dev--a")
+        .env("STORAGE_CONTAINER", "bkp");
+    let log = sc.tmp.path().join("druid.log");
+    let mut proc = ManagedProcess::spawn(cmd, "serve with druid's arguments", &log).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t0 = Instant::now();
+    while get(addr, "/healthz").is_err() {
+        if let Some(st) = proc.try_exited() {
+            panic!("serve exited: {st}: {}", proc.log_tail(4096));
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{}",
+            proc.log_tail(4096)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log_text = proc.log_tail(16384);
+    for flag in [
+        "--schedule",
+        "--max-backups",
+        "--enable-member-lease-renewal",
+        "--use-etcd-wrapper",
+    ] {
+        assert!(
+            log_text.contains(flag),
+            "{flag} not in the notice: {log_text}"
+        );
+    }
+    // The Local store under $HOME/<container>/<prefix>, as etcdbrctl reads it.
+    let a = get(addr, "/snapshot/latest").unwrap();
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert!(a.body.contains("\"kind\":\"Full\""), "{}", a.body);
+    let st = proc.stop().unwrap();
+    assert!(st.success(), "{st}");
+}
+
 #[test]
 fn https_with_a_self_signed_certificate() {
     let sc = Scene::new();

@@ -14,6 +14,7 @@ mod metrics;
 mod progress;
 mod restore;
 mod serve;
+mod server_compat;
 mod validate;
 mod wal;
 

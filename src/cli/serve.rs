@@ -12,6 +12,7 @@ use etcd_restore::metrics::Registry;
 use etcd_restore::serve::{AppState, ServeOptions, TlsFiles, config::DEFAULT_ETCD_CONF, serve};
 
 use super::initialize::{InitJobArgs, PreparedJob};
+use super::server_compat::ServerCompatArgs;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Endpoints: /initialization/start?mode=full|sanity, \
@@ -49,9 +50,14 @@ pub struct ServeArgs {
     /// After SIGTERM: how long open requests and a running initialization may still take.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     shutdown_grace: u64,
+
+    /// etcd-druid's sidecar flags for what this server does not run.
+    #[command(flatten)]
+    druid: ServerCompatArgs,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    args.druid.notice();
     let PreparedJob {
         config: job,
         store_prefix,
