@@ -270,8 +270,53 @@ fn concurrent_compactions_of_an_s3_store_publish_one_at_a_time() {
     let f = Fixture::load("3.5.1", "basic").unwrap();
     moto.upload_dir("bkt", "etcd-main", &f.store()).unwrap();
     let t = S3 { moto, creds };
+    snapshot_timeout_bounds_publishing(&t, tmp.path());
     // moto refuses unsigned PUTs of JSON bodies (403), so this test cannot plant lock
     // objects on S3 itself; the runs' own locks are what is exercised here.
     concurrent_runs(&t, tmp.path());
     restores_like(&f.store(), &t, tmp.path());
+}
+
+/// `--etcd-snapshot-timeout` (druid passes its `etcdSnapshotTimeout`) bounds publishing: a
+/// bound the upload cannot meet fails the run (exit 1) with nothing published under a
+/// snapshot name and the lock released; the next run publishes and removes what the
+/// abandoned upload left. (On the file store the upload never waits, so the bound has
+/// nothing to cut there.)
+fn snapshot_timeout_bounds_publishing(t: &dyn Target, tmp: &Path) {
+    let before = fulls(t);
+    let (code, _, err) = finish(spawn(
+        t,
+        &tmp.join("timeout"),
+        &["--etcd-snapshot-timeout=1ns"],
+    ));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--etcd-snapshot-timeout"), "{err}");
+    assert_eq!(fulls(t), before);
+    assert!(
+        !t.objects()
+            .iter()
+            .any(|o| o == ".etcd-restore-compact.lock")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, report, err) = finish(spawn(t, &tmp.join("after-timeout"), &[]));
+    assert_eq!(code, 0, "{err}");
+    let new: Vec<String> = fulls(t)
+        .into_iter()
+        .filter(|o| !before.contains(o))
+        .collect();
+    assert_eq!(
+        new,
+        vec![
+            report["object"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("v2/")
+                .to_string()
+        ]
+    );
+    assert!(
+        !t.objects().iter().any(|o| o.starts_with('.')),
+        "{:?}",
+        t.objects()
+    );
 }
