@@ -6,6 +6,7 @@ pub mod backend;
 pub mod batch;
 pub mod compact;
 pub mod datadir;
+pub mod entrypoint;
 pub mod kube;
 pub mod metrics;
 pub mod mvcc;

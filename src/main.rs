@@ -81,7 +81,12 @@ fn main() -> ExitCode {
     }
     bound_malloc_retention();
     let cli = Cli::parse();
-    init_logging(cli.log_format, cli.verbose);
+    // In etcdbrctl's place, log what etcdbrctl logs by default (logrus at info).
+    let verbose = match cli.command {
+        cli::Command::Etcdbrctl(_) => cli.verbose.max(1),
+        _ => cli.verbose,
+    };
+    init_logging(cli.log_format, verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

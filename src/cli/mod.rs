@@ -7,6 +7,7 @@ mod compactor;
 mod db;
 mod docgen;
 mod duration;
+mod etcdbrctl;
 mod hashkv;
 mod initialize;
 mod ls;
@@ -45,6 +46,9 @@ pub enum Command {
     /// Validate the data directory and restore it when missing, corrupt or stale, then exit
     /// (etcdbrctl initialize; for an init container before etcd starts).
     Initialize(Box<initialize::InitializeArgs>),
+    /// The image entrypoint: takes etcdbrctl's command line and runs `compact`, `initialize`
+    /// and the initialization API of `server` natively, the rest with the upstream binary.
+    Etcdbrctl(Box<etcdbrctl::EtcdbrctlArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(docgen::CompletionsArgs),
     /// Write man pages for every command into a directory.
@@ -65,6 +69,7 @@ pub async fn run(command: Command, top: clap::Command) -> anyhow::Result<ExitCod
         Command::Wal(cmd) => wal::run(cmd),
         Command::Validate(args) => validate::run(*args).await,
         Command::Serve(args) => serve::run(*args).await,
+        Command::Etcdbrctl(args) => etcdbrctl::run(*args, top).await,
     }
 }
 

@@ -58,6 +58,15 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     args.druid.notice();
+    let (opts, state) = prepare(&args)?;
+    serve(opts, state, shutdown_signal())
+        .await
+        .context("etcd-restore serve")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where and how to listen, and the handlers' state (also used by `etcdbrctl server`).
+pub fn prepare(args: &ServeArgs) -> anyhow::Result<(ServeOptions, AppState)> {
     let PreparedJob {
         config: job,
         store_prefix,
@@ -91,10 +100,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         data_dir = %args.job.data_dir.display(),
         "serving"
     );
-    serve(opts, state, shutdown_signal())
-        .await
-        .context("etcd-restore serve")?;
-    Ok(ExitCode::SUCCESS)
+    Ok((opts, state))
 }
 
 /// SIGTERM (Kubernetes) or SIGINT (a terminal).

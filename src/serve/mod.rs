@@ -28,6 +28,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+pub use axum_server::Handle;
 
 use crate::metrics::Registry;
 use crate::snapstore::{Store, latest};
@@ -104,32 +105,45 @@ pub enum ServeError {
 /// The routes.
 pub fn router(state: AppState) -> Router {
     let tls = state.tls;
-    Router::new()
-        .route("/initialization/start", any(start))
-        .route("/initialization/status", any(status))
-        .route("/config", any(config))
+    let app = init_routes()
         .route("/healthz", any(healthz))
         .route("/metrics", any(metrics_text))
         .route("/snapshot/latest", any(snapshot_latest))
         .route("/snapshot/full", any(snapshot::not_configured))
         .route("/snapshot/delta", any(snapshot::not_configured))
-        .with_state(state)
-        .layer(axum::middleware::map_response(
-            move |mut r: Response| async move {
-                if tls {
-                    let h = r.headers_mut();
-                    h.insert(
-                        header::STRICT_TRANSPORT_SECURITY,
-                        HeaderValue::from_static("max-age=31536000"),
-                    );
-                    h.insert(
-                        header::CONTENT_SECURITY_POLICY,
-                        HeaderValue::from_static("default-src 'self'"),
-                    );
-                }
-                r
-            },
-        ))
+        .with_state(state);
+    with_security_headers(app, tls)
+}
+
+/// The initialization API etcd-wrapper uses before etcd starts (`/initialization/start`,
+/// `/initialization/status`, `/config`): what etcd-restore answers itself when it runs beside
+/// the upstream server (src/entrypoint).
+pub fn init_routes() -> Router<AppState> {
+    Router::new()
+        .route("/initialization/start", any(start))
+        .route("/initialization/status", any(status))
+        .route("/config", any(config))
+}
+
+/// etcdbrctl's HSTS and CSP headers on every answer when serving HTTPS
+/// (pkg/server/httpAPI.go `checkAndSetSecurityHeaders`).
+pub fn with_security_headers(app: Router, tls: bool) -> Router {
+    app.layer(axum::middleware::map_response(
+        move |mut r: Response| async move {
+            if tls {
+                let h = r.headers_mut();
+                h.insert(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    HeaderValue::from_static("max-age=31536000"),
+                );
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static("default-src 'self'"),
+                );
+            }
+            r
+        },
+    ))
 }
 
 /// Serves until `shutdown` completes, then stops accepting, gives open requests and a running
@@ -141,8 +155,18 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     state.tls = opts.tls.is_some();
     let init = Arc::clone(&state.init);
-    let app = router(state);
-    let handle = axum_server::Handle::<SocketAddr>::new();
+    serve_app(&opts, router(state), &init, shutdown, Handle::new()).await
+}
+
+/// [`serve`] with another set of routes; `init` is the initialization the shutdown waits for,
+/// `handle` tells when the port is bound (`listening`).
+pub async fn serve_app(
+    opts: &ServeOptions,
+    app: Router,
+    init: &InitState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    handle: Handle<SocketAddr>,
+) -> Result<(), ServeError> {
     let h = handle.clone();
     let grace = opts.shutdown_grace;
     tokio::spawn(async move {
@@ -215,7 +239,11 @@ async fn status(State(st): State<AppState>) -> Response {
 }
 
 async fn healthz(State(st): State<AppState>) -> Response {
-    let healthy = st.init.peek() != Status::Progress;
+    health_answer(st.init.peek() != Status::Progress)
+}
+
+/// `/healthz`'s answer, as etcdbrctl writes it (pkg/server/httpAPI.go `serveHealthz`).
+pub fn health_answer(healthy: bool) -> Response {
     let code = if healthy {
         StatusCode::OK
     } else {
