@@ -392,14 +392,16 @@ async fn compact_locked(
         return Ok(report);
     }
     let t3 = Instant::now();
+    // Still ours? Checked before anything is removed: a run whose lock was taken over must
+    // not touch the new holder's temporary upload.
+    if let Some(l) = lock {
+        l.check().await?;
+    }
     if store.exists(&object).await? {
         return Err(CompactError::Exists { object });
     }
     // Under the lock no other run's upload is in flight: every temporary upload is stale.
     upload::reclaim_temp_uploads(store, &listing.ignored).await;
-    if let Some(l) = lock {
-        l.check().await?;
-    }
     let publish = upload::upload(
         store,
         &object,
