@@ -1,4 +1,6 @@
-//! deploy/: the Kubernetes manifests validate against the real Kubernetes OpenAPI schemas
+//! deploy/: the Containerfiles' structure (pinned FROM, non-root USER, the ENTRYPOINT runs what
+//! was copied and dispatches to the upstream binary; no image can be built here), and the
+//! Kubernetes manifests validate against the real Kubernetes OpenAPI schemas
 //! (offline, `kubernetes-validate` from PyPI), and every etcd-restore container in them calls a
 //! subcommand and flags the binary really has, so the examples cannot rot when the CLI changes.
 
@@ -129,5 +131,145 @@ fn manifests_call_real_subcommands_and_flags() {
     assert!(
         checked >= 3,
         "expected at least three etcd-restore containers, found {checked}"
+    );
+}
+
+/// The final stage of a Containerfile: its base image, instructions, `COPY` destinations,
+/// `USER` and exec-form `ENTRYPOINT`.
+struct FinalStage {
+    from: String,
+    instructions: Vec<String>,
+    copied_to: Vec<String>,
+    user: Option<String>,
+    entrypoint: Vec<String>,
+}
+
+fn final_stage(name: &str) -> FinalStage {
+    let path = testkit::deps::workspace_root().join("deploy").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let joined = text.replace("\\\n", " ");
+    let mut stage: Option<FinalStage> = None;
+    for line in joined.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (op, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let op = op.to_ascii_uppercase();
+        if op == "FROM" {
+            stage = Some(FinalStage {
+                from: rest.split_whitespace().next().unwrap_or("").to_string(),
+                instructions: Vec::new(),
+                copied_to: Vec::new(),
+                user: None,
+                entrypoint: Vec::new(),
+            });
+            continue;
+        }
+        let s = stage
+            .as_mut()
+            .unwrap_or_else(|| panic!("{name}: {op} before FROM"));
+        s.instructions.push(op.clone());
+        match op.as_str() {
+            "COPY" => s
+                .copied_to
+                .push(rest.split_whitespace().last().unwrap_or("").to_string()),
+            "USER" => s.user = Some(rest.trim().to_string()),
+            "ENTRYPOINT" => {
+                s.entrypoint = serde_json::from_str(rest)
+                    .unwrap_or_else(|e| panic!("{name}: ENTRYPOINT not in exec form: {e}"))
+            }
+            _ => {}
+        }
+    }
+    stage.unwrap_or_else(|| panic!("{name}: no FROM"))
+}
+
+/// Pinned: a registry path with an explicit release tag (or digest), no build-arg indirection.
+fn assert_pinned(name: &str, image: &str) {
+    assert!(
+        !image.contains('$'),
+        "{name}: FROM {image} is not a fixed image"
+    );
+    let tag = image
+        .rsplit_once('/')
+        .and_then(|(_, last)| last.split_once(':'))
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("{name}: FROM {image} has no tag"));
+    assert!(
+        tag != "latest" && !tag.is_empty(),
+        "{name}: FROM {image} is not pinned"
+    );
+}
+
+/// Non-root: a numeric uid other than 0 (distroless' `nonroot` is 65532).
+fn assert_non_root(name: &str, user: Option<&str>) {
+    let user = user.unwrap_or_else(|| panic!("{name}: no USER (the base's would apply)"));
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("{name}: USER {user} is not a numeric uid"));
+    assert_ne!(uid, 0, "{name}: runs as root");
+}
+
+#[test]
+fn druid_image_layers_on_the_pinned_unmodified_upstream_image() {
+    let name = "Containerfile";
+    let s = final_stage(name);
+    // etcd-druid internal/images/images.yaml, `etcd-backup-restore-next`.
+    assert_eq!(
+        s.from,
+        "europe-docker.pkg.dev/gardener-project/public/gardener/etcdbrctl:v0.43.0"
+    );
+    assert_pinned(name, &s.from);
+    assert_non_root(name, s.user.as_deref());
+    // Unmodified: the upstream image has no shell, and this stage only adds our binary.
+    for op in &s.instructions {
+        assert!(
+            ["COPY", "USER", "ENTRYPOINT", "LABEL"].contains(&op.as_str()),
+            "{name}: {op} in the final stage changes the upstream image"
+        );
+    }
+    assert_eq!(s.copied_to, vec!["/etcd-restore".to_string()]);
+    assert_eq!(
+        s.entrypoint.first().map(String::as_str),
+        Some("/etcd-restore")
+    );
+    // The ENTRYPOINT's arguments are the dispatcher's, pointing at the upstream binary's place
+    // in its image (etcd-backup-restore v0.43.0 build/Dockerfile: /etcdbrctl); with no
+    // /etcdbrctl on this machine, a `snapshot` command line reaches the exec and names it.
+    assert!(
+        s.entrypoint.contains(&"--upstream=/etcdbrctl".to_string()),
+        "{:?}",
+        s.entrypoint
+    );
+    assert!(
+        !Path::new("/etcdbrctl").exists(),
+        "this check needs no /etcdbrctl here"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-restore"))
+        .args(&s.entrypoint[1..])
+        .args(["snapshot", "--storage-provider=S3"])
+        .output()
+        .expect("run the entrypoint");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("running the upstream etcdbrctl /etcdbrctl"),
+        "the entrypoint did not dispatch to /etcdbrctl: {err}"
+    );
+}
+
+#[test]
+fn standalone_image_is_pinned_non_root_and_runs_the_binary() {
+    let name = "Containerfile.standalone";
+    let s = final_stage(name);
+    assert!(s.from.starts_with("gcr.io/distroless/static"), "{}", s.from);
+    assert_pinned(name, &s.from);
+    assert_non_root(name, s.user.as_deref());
+    let exe = s.entrypoint.first().expect("ENTRYPOINT");
+    assert!(
+        s.copied_to.contains(exe),
+        "{name}: ENTRYPOINT {exe} is not what was copied"
     );
 }

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::FromArgMatches as _;
 use etcd_restore::entrypoint::dispatch::{
-    DEFAULT_SERVER_PORT, Route, has_config_file, route, server_port, translate,
-    upstream_server_args,
+    DEFAULT_SERVER_PORT, Route, default_upstream_port, has_config_file, route, server_port,
+    translate, upstream_server_args,
 };
 use etcd_restore::entrypoint::{ServerPlan, run_server};
 
@@ -79,8 +79,8 @@ fn parse_ours(
         .with_context(|| format!("etcd-restore has no command {name}"))?;
     let t = translate(flags, sub);
     if !t.dropped.is_empty() {
-        let level_native = name != "serve";
-        if level_native {
+        // For `serve` they are the upstream server's flags, not ignored ones.
+        if name != "serve" {
             eprintln!(
                 "notice: etcdbrctl flags `etcd-restore {name}` has no use for, ignored: {}",
                 t.dropped.join(" ")
@@ -116,7 +116,7 @@ async fn server(args: EtcdbrctlArgs, top: clap::Command) -> anyhow::Result<ExitC
         .unwrap_or(DEFAULT_SERVER_PORT);
     let internal = args
         .upstream_port
-        .unwrap_or_else(|| public.checked_add(1).unwrap_or(public - 1));
+        .unwrap_or_else(|| default_upstream_port(public));
     if internal == public {
         bail!("--upstream-port {internal} is --server-port too; choose another");
     }

@@ -150,6 +150,13 @@ pub fn translate(args: &[OsString], cmd: &clap::Command) -> Translated {
 /// etcdbrctl's `--server-port`/`-p` (pkg/server/init.go `addFlags`), default 8080.
 pub const DEFAULT_SERVER_PORT: u16 = 8080;
 
+/// The upstream server's port when `--upstream-port` is not given: the next one (the previous
+/// one for 65535). Every pod of a cluster derives the same, which the upstream's leader
+/// delegation needs (it targets the leader at its own port).
+pub fn default_upstream_port(public: u16) -> u16 {
+    public.checked_add(1).unwrap_or(public - 1)
+}
+
 /// The value of `--server-port`/`-p` in etcdbrctl's `server` arguments (the last one wins, as
 /// with pflag), or `None` when absent.
 pub fn server_port(args: &[OsString]) -> Result<Option<u16>, String> {
@@ -326,5 +333,7 @@ mod tests {
             );
         }
         assert!(server_port(&os(&["--server-port=http"])).is_err());
+        assert_eq!(default_upstream_port(8080), 8081);
+        assert_eq!(default_upstream_port(65535), 65534);
     }
 }

@@ -12,6 +12,7 @@
 //! * [`kill`]: time a run, SIGKILL a run after a delay (crash tests).
 //! * [`kubeapi`]: a stand-in Kubernetes API server for Leases (HTTPS or HTTP), checking
 //!   each request against the Lease schema.
+//! * [`standin`]: the upstream etcdbrctl's stand-in and the scene around it (entrypoint tests).
 //! * [`mvcc`]: etcd's `key`-bucket records (revision keys, `mvccpb.KeyValue`), encoded
 //!   independently of the code under test.
 
@@ -32,6 +33,7 @@ pub mod pids;
 pub mod ports;
 pub mod process;
 pub mod pushgateway;
+pub mod standin;
 pub mod tree;
 
 // base64, serde_json and tempfile are re-exported so integration tests need no
