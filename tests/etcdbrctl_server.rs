@@ -399,3 +399,24 @@ fn a_taken_port_fails_before_the_upstream_starts() {
         sc.records()
     );
 }
+
+#[test]
+fn a_config_file_is_refused_before_anything_starts() {
+    // etcdbrctl would read its port and certificates from the file, which the dispatcher
+    // cannot see into (pkg/server/init.go `loadConfigFromFile`).
+    let (sc, port, _) = server_scene();
+    let args = [
+        "server".to_string(),
+        format!("--server-port={port}"),
+        format!("--config-file={}", sc.path("etcdbrctl.yaml").display()),
+    ];
+    let out = sc.command(&[], &args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--config-file"), "{err}");
+    assert!(
+        sc.records().is_empty(),
+        "the upstream started: {:?}",
+        sc.records()
+    );
+}
