@@ -276,3 +276,43 @@ fn hostname() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local_store(dir: &std::path::Path) -> Store {
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap();
+        Store::from_object_store(Arc::new(fs), "", "test store")
+    }
+
+    #[tokio::test]
+    async fn a_renewed_lock_outlives_its_ttl_and_a_stalled_one_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("v2")).unwrap();
+        let store = local_store(dir.path());
+        let ttl = Duration::from_millis(300);
+        let a = StoreLock::acquire(&store, ttl).await.unwrap();
+        // Three TTLs later it is still held: the holder renewed it.
+        tokio::time::sleep(ttl * 3).await;
+        assert!(matches!(
+            StoreLock::acquire(&store, ttl).await,
+            Err(CompactError::Locked { .. })
+        ));
+        a.check().await.unwrap();
+        // A holder that stops renewing (stalled) loses it after the TTL.
+        a.renewer.abort();
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        let b = StoreLock::acquire(&store, ttl).await.unwrap();
+        assert!(b.report.took_over.is_some());
+        assert!(matches!(
+            a.check().await,
+            Err(CompactError::LockLost { .. })
+        ));
+        // Releasing a lost lock leaves the new holder's alone.
+        a.release().await;
+        b.check().await.unwrap();
+        b.release().await;
+        assert!(read(&store).await.unwrap().is_none());
+    }
+}

@@ -161,10 +161,6 @@ impl KubeClient {
         Ok(KubeClient { http, config })
     }
 
-    pub fn api_url(&self) -> &str {
-        &self.config.api_url
-    }
-
     /// Sends a request to `path` (below the API URL) and returns the status and JSON body;
     /// a non-2xx answer is an error carrying the `Status` object's message.
     async fn request(
