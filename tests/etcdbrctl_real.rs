@@ -216,6 +216,15 @@ fn real_etcdbrctl_snapshots_while_etcd_bootstraps_through_our_api() {
         snap["lastRevision"].as_i64().unwrap() >= restored + puts,
         "{snap}"
     );
+    // /metrics: the real upstream's exposition with ours appended, each family once.
+    let (code, m) = get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(m.contains("etcdbr_snapshot_latest_revision{"), "{m}");
+    assert!(m.contains("etcd_restore_initializations_total{"), "{m}");
+    let mut seen = std::collections::BTreeSet::new();
+    for name in m.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        assert!(seen.insert(name.to_string()), "family twice: {name}");
+    }
     let (full, delta) = new_snapshots(&store, &before);
     eprintln!(
         "real etcdbrctl beside etcd-restore: initialization Successful after {initialized:?}, \

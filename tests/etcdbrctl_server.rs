@@ -223,11 +223,55 @@ async fn assert_proxy_and_native_paths(sc: &Scene, client: &reqwest::Client, bas
         assert_eq!(r.status().as_u16(), code);
         assert_eq!(r.text().await.unwrap(), format!("status {code}"));
     }
-    let r = get("/metrics").await.unwrap();
+    // /metrics: the upstream's, then ours after an initialization ran here (a family both
+    // have stays the upstream's alone); asked with gzip, as Prometheus asks.
+    assert_eq!(
+        get("/initialization/start?mode=full")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let t0 = Instant::now();
+    loop {
+        let s = get("/initialization/status")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if s == "Successful" {
+            break;
+        }
+        assert!(
+            s != "Failed" && t0.elapsed() < Duration::from_secs(30),
+            "{s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = client
+        .get(format!("{base}/metrics"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["x-standin"],
         "yes",
         "/metrics comes from upstream"
+    );
+    let m = r.text().await.unwrap();
+    assert!(
+        m.starts_with("# HELP etcdbr_snapshot_required Standin."),
+        "{m}"
+    );
+    assert!(m.contains("etcd_restore_initializations_total{"), "{m}");
+    assert_eq!(
+        m.matches("# TYPE etcdbr_validation_duration_seconds ")
+            .count(),
+        1,
+        "{m}"
     );
 
     // Streaming: the first chunk arrives while the upstream is still writing.

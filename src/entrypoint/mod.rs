@@ -6,7 +6,7 @@
 //! | etcdbrctl command | who runs it |
 //! |---|---|
 //! | `compact`, `initialize` | etcd-restore's command of the same name ([`dispatch`]) |
-//! | `server` | both: etcd-restore on `--server-port` answers `/initialization/*` and `/config`, and `/healthz` (healthy when both are); the upstream server runs beside it on an internal port for snapshots, GC, leader election, defragmentation and member leases, and every other path is proxied to it ([`proxy`], [`supervise`]) |
+//! | `server` | both: etcd-restore on `--server-port` answers `/initialization/*` and `/config`, `/healthz` (healthy when both are) and `/metrics` (the upstream's with ours appended, [`metrics`]); the upstream server runs beside it on an internal port for snapshots, GC, leader election, defragmentation and member leases, and every other path is proxied to it ([`proxy`], [`supervise`]) |
 //! | anything else | the upstream binary, exec'd with argv and environment untouched |
 //!
 //! The upstream server never validates or restores: its initializer runs only from its
@@ -15,6 +15,7 @@
 //! command), and that path is answered here and never forwarded, in any spelling.
 
 pub mod dispatch;
+pub mod metrics;
 pub mod proxy;
 pub mod supervise;
 
@@ -158,8 +159,16 @@ fn ours_failed(r: Result<Result<(), ServeError>, tokio::task::JoinError>) -> u8 
 fn routes(state: AppState, upstream: Upstream) -> Router {
     let tls = state.tls;
     let (st, up) = (state.clone(), upstream.clone());
+    let (ours, up_m) = (Arc::clone(&state.metrics), upstream.clone());
     let app = init_routes()
         .with_state(state)
+        .route(
+            "/metrics",
+            any(move |req: Request| {
+                let (ours, up) = (Arc::clone(&ours), up_m.clone());
+                async move { metrics::answer(&up, &ours, req).await }
+            }),
+        )
         .route(
             "/healthz",
             any(move || {
