@@ -403,9 +403,11 @@ fn compact_killed_at_random_points_never_publishes_a_partial_snapshot() {
                     }
                 } else if f.starts_with(".etcd-restore-upload-")
                     || f == ".etcd-restore-compact.lock"
+                    || f.starts_with(".etcd-restore-compact.lock#")
                 {
                     // The killed run's temporary upload or its store lock (taken over at once
-                    // by the re-run: its pid is gone).
+                    // by the re-run: its pid is gone), or the local store's staging file of
+                    // either (`<object>#<n>`, killed between write and rename).
                     temps += 1;
                 } else {
                     bad.push(format!("unexpected object {f}"));

@@ -158,9 +158,12 @@ fn compact_role(args: &[String]) -> R<()> {
     Ok(())
 }
 
+/// A snapshot object of a local store: its parsed name and its file.
+type Object = (SnapshotName, PathBuf);
+
 /// The newest full snapshot of a local store's `v2/` and the deltas after it, as the plan
 /// picks them.
-fn newest_chain(store: &Path) -> R<((SnapshotName, PathBuf), Vec<(SnapshotName, PathBuf)>)> {
+fn newest_chain(store: &Path) -> R<(Object, Vec<Object>)> {
     let mut objects = Vec::new();
     for e in std::fs::read_dir(store.join("v2"))? {
         let e = e?;
@@ -183,7 +186,7 @@ fn newest_chain(store: &Path) -> R<((SnapshotName, PathBuf), Vec<(SnapshotName, 
     Ok((base, deltas))
 }
 
-fn deltas_json(deltas: &[(SnapshotName, PathBuf)]) -> R<u64> {
+fn deltas_json(deltas: &[Object]) -> R<u64> {
     let mut n = 0;
     for (s, p) in deltas {
         n += read_object(p, s.compression, &mut io::sink())?;

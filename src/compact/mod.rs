@@ -397,11 +397,12 @@ async fn compact_locked(
     if let Some(l) = lock {
         l.check().await?;
     }
+    // Under the lock no other run's upload is in flight: every temporary upload is stale
+    // (reclaimed even when this run then finds its object already published).
+    upload::reclaim_temp_uploads(store, &listing.ignored).await;
     if store.exists(&object).await? {
         return Err(CompactError::Exists { object });
     }
-    // Under the lock no other run's upload is in flight: every temporary upload is stale.
-    upload::reclaim_temp_uploads(store, &listing.ignored).await;
     let publish = upload::upload(
         store,
         &object,

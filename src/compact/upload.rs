@@ -121,7 +121,11 @@ pub(super) async fn reclaim_temp_uploads(store: &Store, ignored: &[snapstore::Ig
             }
         }
     }
-    // The local store stages multipart uploads as `<object>#<n>` files that its listing hides.
+    // The local store stages uploads and create-only puts (the lock's) as `<object>#<n>` files
+    // that its listing hides; a killed run leaves them behind. A put of the lock in flight
+    // right now belongs to a run that will not get the lock anyway: losing its staging file
+    // makes it fail, never publish.
+    let lock_name = super::lock::LOCK_OBJECT.trim_start_matches("v2/");
     if let Some(snapstore::Backend::Local { root }) = store.config().map(|c| &c.backend) {
         let mut dir = root.clone();
         if !store.prefix().is_empty() {
@@ -132,7 +136,10 @@ pub(super) async fn reclaim_temp_uploads(store: &Store, ignored: &[snapstore::Ig
             for e in entries.flatten() {
                 let n = e.file_name();
                 let n = n.to_string_lossy();
-                if n.starts_with(UPLOAD_TEMP_PREFIX) && n.contains('#') {
+                let staged = n.starts_with(UPLOAD_TEMP_PREFIX)
+                    || n.strip_prefix(lock_name)
+                        .is_some_and(|r| r.starts_with('#'));
+                if staged && n.contains('#') {
                     tracing::info!(path = %e.path().display(), "removing a staged upload left by an earlier run");
                     let _ = std::fs::remove_file(e.path());
                 }
