@@ -24,11 +24,21 @@ const STAGING_MARK: &str = ".etcd-restore-";
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub root: PathBuf,
+    /// etcd's `--wal-dir`: the WAL outside the data directory.
+    wal: Option<PathBuf>,
 }
 
 impl Layout {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            wal: None,
+        }
+    }
+    /// The WAL in `wal_dir` (etcd's and etcdutl's `--wal-dir`) instead of `member/wal`.
+    pub fn with_wal_dir(mut self, wal_dir: Option<PathBuf>) -> Self {
+        self.wal = wal_dir;
+        self
     }
     pub fn member(&self) -> PathBuf {
         self.root.join("member")
@@ -37,7 +47,10 @@ impl Layout {
         self.root.join("member").join("snap")
     }
     pub fn wal_dir(&self) -> PathBuf {
-        self.root.join("member").join("wal")
+        match &self.wal {
+            Some(w) => w.clone(),
+            None => self.root.join("member").join("wal"),
+        }
     }
     pub fn db(&self) -> PathBuf {
         self.snap_dir().join("db")

@@ -17,4 +17,5 @@ pub mod restore;
 pub mod serve;
 pub mod show;
 pub mod snapstore;
+pub mod tempdir;
 pub mod validate;

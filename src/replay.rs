@@ -75,6 +75,9 @@ pub struct ReplayOptions {
     pub max_fetchers: usize,
     /// Where large deltas are spooled while waiting to be applied.
     pub spool_dir: PathBuf,
+    /// `--restoration-temp-snapshots-dir`: restore and compact spool in a fresh directory
+    /// inside it (created when missing) instead of their own work directory.
+    pub restoration_dir: Option<PathBuf>,
     /// Commit after this many bytes of new records (at a revision boundary).
     pub batch_bytes: usize,
     /// Bytes of per-key history state the applier keeps in memory before spilling the rest
@@ -106,6 +109,7 @@ impl ReplayOptions {
             unknown_lease_ttl: None,
             max_fetchers: 6,
             spool_dir,
+            restoration_dir: None,
             // The open transaction holds its records and their nodes on the heap; 4 MiB keeps
             // restore's peak RSS low at a few more (unsynced, append-only) commits.
             batch_bytes: 4 << 20,

@@ -4,9 +4,12 @@
 //! 2. replay the plan into a database inside a staging directory beside the target
 //!    ([`crate::replay`]);
 //! 3. rewrite membership the way `etcdutl snapshot restore` 3.5 does: clear `members` and
-//!    `members_removed`, add the new members, set `meta/consistent_index` = N and `meta/term` = 1;
-//! 4. write `member/wal` and `member/snap/*.snap` for each member ([`wal::FreshMember`]);
-//! 5. fsync and move each staging directory into place ([`crate::datadir::Staging`]).
+//!    `members_removed`, add the new members, set `meta/consistent_index` = N and `meta/term` = 1,
+//!    and bump the revision when asked ([`crate::mvcc::bump`]);
+//! 4. write `member/wal` (or the `--wal-dir`) and `member/snap/*.snap` for each member
+//!    ([`wal::FreshMember`]);
+//! 5. fsync and move each staging directory into place ([`crate::datadir::Staging`]), the WAL
+//!    directory first.
 //!
 //! For a multi-member cluster the database is replayed once and copied into each member's
 //! staging directory; only the WAL metadata (the local member ID) differs between members.
@@ -18,8 +21,10 @@ use bbolt::{Db, OpenOptions};
 use wal::{Cluster, FreshMember, OsFs, RestoreFlavor, WriterOptions};
 
 use crate::datadir::{self, Layout, Staging};
+use crate::mvcc::bump::{Bump, BumpError, Bumped, bump_revision};
 use crate::replay::{self, META_BUCKET, ReplayError, ReplayOptions, ReplayReport};
 use crate::snapstore::{Plan, PlanError, PlanOptions, Store, StoreError, plan};
+use crate::tempdir::{self, TempDirError};
 
 pub const MEMBERS_BUCKET: &[u8] = b"members";
 pub const MEMBERS_REMOVED_BUCKET: &[u8] = b"members_removed";
@@ -66,6 +71,11 @@ pub struct RestoreOptions {
     /// Replace non-empty data directories (atomically, only once the new one is complete).
     pub force: bool,
     pub flavor: RestoreFlavor,
+    /// `--bump-revision N --mark-compacted` ([`crate::mvcc::bump`]).
+    pub bump: Option<Bump>,
+    /// `--wal-dir`: each member's WAL there instead of `member/wal`; `{name}` is replaced by
+    /// the member's name (required when restoring several members).
+    pub wal_dir: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +88,8 @@ pub enum RestoreError {
     Replay(#[from] ReplayError),
     #[error(transparent)]
     DataDir(#[from] datadir::DataDirError),
+    #[error(transparent)]
+    TempDir(#[from] TempDirError),
     #[error("member flags: {0}")]
     Members(String),
     #[error("writing the WAL and snap files: {0}")]
@@ -88,6 +100,14 @@ pub enum RestoreError {
         #[source]
         source: bbolt::Error,
     },
+    #[error("bumping the revision in {path}: {source}")]
+    Bump {
+        path: PathBuf,
+        #[source]
+        source: BumpError,
+    },
+    #[error("--wal-dir {wal_dir}: {detail}")]
+    WalDir { wal_dir: String, detail: String },
     #[error("copying {from} to {to}: {source}")]
     Copy {
         from: PathBuf,
@@ -103,6 +123,9 @@ pub struct RestoredMember {
     pub name: String,
     pub member_id: String,
     pub data_dir: PathBuf,
+    /// Where its WAL went when `--wal-dir` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_dir: Option<PathBuf>,
 }
 
 /// The final report.
@@ -113,6 +136,9 @@ pub struct RestoreReport {
     pub replay: ReplayReport,
     pub cluster_id: String,
     pub members: Vec<RestoredMember>,
+    /// What `--bump-revision --mark-compacted` wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bumped: Option<Bumped>,
     pub seconds: f64,
 }
 
@@ -188,7 +214,17 @@ pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<RestoreRepo
     // Refuse before downloading anything when a target is in the way.
     let mut stagings = Vec::with_capacity(targets.len());
     for (name, dir) in &targets {
-        stagings.push((name.clone(), Staging::begin(dir, opts.force)?));
+        let wal = match wal_target(opts.wal_dir.as_deref(), name, dir, targets.len())? {
+            Some(w) => Some(Staging::begin(&w, opts.force).map_err(|e| match e {
+                datadir::DataDirError::NotEmpty(p) => RestoreError::WalDir {
+                    wal_dir: p.display().to_string(),
+                    detail: "is not empty; pass --force to replace it (the old one is swapped out atomically and deleted only after the new one is in place)".into(),
+                },
+                e => e.into(),
+            })?),
+            None => None,
+        };
+        stagings.push((name.clone(), Staging::begin(dir, opts.force)?, wal));
     }
     let mut plan = make_plan(store, opts.plan).await?;
 
@@ -197,20 +233,21 @@ pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<RestoreRepo
     let layout = first.layout();
     datadir::create_dir(&layout.member())?;
     datadir::create_dir(&layout.snap_dir())?;
-    let spool = first.path().join("spool");
-    datadir::create_dir(&spool)?;
+    let spool = tempdir::spool_dir(opts.replay.restoration_dir.as_deref(), first.path())?;
     let mut replay_opts = opts.replay.clone();
-    replay_opts.spool_dir = spool.clone();
+    replay_opts.spool_dir = spool.path().to_path_buf();
     let report = replay::replay(store, &mut plan, &layout.db(), &replay_opts).await?;
     if let Some(p) = &replay_opts.progress {
         p.set_phase(crate::progress::Phase::Writing);
     }
-    let _ = std::fs::remove_dir_all(&spool);
+    drop(spool);
 
-    write_membership(&layout.db(), &cluster)?;
+    let bumped = write_membership(&layout.db(), &cluster, opts.bump)?;
     let mut members = Vec::new();
-    for (i, (name, staging)) in stagings.iter().enumerate() {
-        let l = staging.layout();
+    for (i, (name, staging, wal)) in stagings.iter().enumerate() {
+        let l = staging
+            .layout()
+            .with_wal_dir(wal.as_ref().map(|w| w.path().to_path_buf()));
         if i > 0 {
             datadir::create_dir(&l.member())?;
             datadir::create_dir(&l.snap_dir())?;
@@ -219,7 +256,10 @@ pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<RestoreRepo
         write_raft_state(&l, &cluster, name, opts.flavor)?;
     }
     let mut placed = Vec::new();
-    for (name, staging) in stagings {
+    for (name, staging, wal) in stagings {
+        // The WAL first: a crash in between leaves a WAL without its data directory, which
+        // etcd refuses to start on, never a data directory that etcd would bootstrap afresh.
+        let wal_dir = wal.map(Staging::commit).transpose()?;
         let dir = staging.commit()?;
         let id = cluster
             .member_by_name(&name)
@@ -230,6 +270,7 @@ pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<RestoreRepo
             name,
             member_id: id,
             data_dir: dir,
+            wal_dir,
         });
     }
     members.extend(placed);
@@ -239,13 +280,49 @@ pub async fn restore(store: &Store, opts: &RestoreOptions) -> Result<RestoreRepo
         replay: report,
         cluster_id: format!("{:x}", cluster.id),
         members,
+        bumped,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
 
+/// Where a member's WAL goes: `None` for `member/wal` inside its data directory.
+fn wal_target(
+    template: Option<&str>,
+    name: &str,
+    data_dir: &Path,
+    members: usize,
+) -> Result<Option<PathBuf>, RestoreError> {
+    let Some(t) = template else { return Ok(None) };
+    let err = |detail: String| RestoreError::WalDir {
+        wal_dir: t.to_string(),
+        detail,
+    };
+    if members > 1 && !t.contains("{name}") {
+        return Err(err(
+            "restoring several members: it must contain {name} (e.g. /var/etcd/{name}.wal)".into(),
+        ));
+    }
+    let wal = PathBuf::from(t.replace("{name}", name));
+    if wal == Layout::new(data_dir).wal_dir() {
+        return Ok(None);
+    }
+    if wal.starts_with(data_dir) || data_dir.starts_with(&wal) {
+        return Err(err(format!(
+            "overlaps the data directory {}; give a directory outside it, or leave --wal-dir out for <data-dir>/member/wal",
+            data_dir.display()
+        )));
+    }
+    Ok(Some(wal))
+}
+
 /// Membership and raft bookkeeping in the database, as `etcdutl snapshot restore` 3.5 writes
-/// them (3.4's etcdctl forgets to clear the old members; 3.4 servers do not read them).
-pub fn write_membership(db_path: &Path, cluster: &Cluster) -> Result<(), RestoreError> {
+/// them (3.4's etcdctl forgets to clear the old members; 3.4 servers do not read them), and
+/// the revision bump when asked for.
+pub fn write_membership(
+    db_path: &Path,
+    cluster: &Cluster,
+    bump: Option<Bump>,
+) -> Result<Option<Bumped>, RestoreError> {
     let err = |source| RestoreError::Db {
         path: db_path.to_path_buf(),
         source,
@@ -281,8 +358,17 @@ pub fn write_membership(db_path: &Path, cluster: &Cluster) -> Result<(), Restore
     meta.put(b"consistent_index", &n.to_be_bytes())
         .map_err(err)?;
     meta.put(b"term", &1u64.to_be_bytes()).map_err(err)?;
+    let bumped = match bump {
+        Some(b) => Some(
+            bump_revision(&mut tx, b).map_err(|source| RestoreError::Bump {
+                path: db_path.to_path_buf(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     tx.commit().map_err(err)?;
-    Ok(())
+    Ok(bumped)
 }
 
 fn write_raft_state(

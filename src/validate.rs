@@ -79,6 +79,8 @@ pub struct Options {
     pub store_revision: Option<i64>,
     /// Cut a torn WAL tail off (keeping a `.broken` copy of the segment).
     pub repair: bool,
+    /// etcd's `--wal-dir`: the WAL is there instead of `member/wal`.
+    pub wal_dir: Option<PathBuf>,
 }
 
 /// The validation report.
@@ -212,7 +214,7 @@ pub fn auto_mode(data_dir: &Path) -> (Mode, String) {
 /// Validates `data_dir`. Every problem, IO errors inside the data directory included, is a
 /// finding.
 pub fn validate(data_dir: &Path, opts: &Options) -> Report {
-    let layout = Layout::new(data_dir);
+    let layout = Layout::new(data_dir).with_wal_dir(opts.wal_dir.clone());
     let mut r = Report {
         data_dir: data_dir.to_path_buf(),
         mode: opts.mode,
@@ -475,7 +477,7 @@ fn wal_error_finding(r: &mut Report, wal_dir: &Path, e: &WalError) {
 fn check_wal(r: &mut Report, layout: &Layout, opts: &Options) -> bool {
     let wal_dir = layout.wal_dir();
     if opts.mode == Mode::Full || opts.repair {
-        let v = match wal::verify_data_dir(&OsFs, &layout.root) {
+        let v = match wal::verify_wal_dir(&OsFs, &wal_dir, Some(&layout.snap_dir())) {
             Ok(v) => v,
             Err(e) => {
                 wal_error_finding(r, &wal_dir, &e);
@@ -542,7 +544,7 @@ fn check_wal(r: &mut Report, layout: &Layout, opts: &Options) -> bool {
             return false;
         }
     }
-    let m = match wal::load_member(&OsFs, &layout.root) {
+    let m = match wal::load::load_member_dirs(&OsFs, &wal_dir, &layout.snap_dir()) {
         Ok(m) => m,
         Err(e) => {
             wal_error_finding(r, &wal_dir, &e);

@@ -26,6 +26,8 @@ pub struct SharedReplay {
     pub unknown_lease_ttl: Option<i64>,
     /// Each member's share of `--memory-budget`.
     pub memory_budget: u64,
+    /// `--restoration-temp-snapshots-dir` (each member spools in its own directory inside).
+    pub restoration_dir: Option<std::path::PathBuf>,
 }
 
 impl SharedReplay {
@@ -37,6 +39,7 @@ impl SharedReplay {
         r.strip_leases = self.strip_leases;
         r.keep_unknown_leases = self.keep_unknown_leases;
         r.unknown_lease_ttl = self.unknown_lease_ttl;
+        r.restoration_dir = self.restoration_dir.clone();
         r
     }
 }
@@ -46,6 +49,8 @@ pub struct RestoreSettings {
     pub replay: SharedReplay,
     pub force: bool,
     pub flavor: wal::RestoreFlavor,
+    /// `--bump-revision --mark-compacted`, for every member.
+    pub bump: Option<crate::mvcc::bump::Bump>,
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +81,7 @@ impl Default for CompactSettings {
                 keep_unknown_leases: false,
                 unknown_lease_ttl: None,
                 memory_budget: crate::snapstore::config::DEFAULT_MEMORY_BUDGET,
+                restoration_dir: None,
             },
             keep_history: false,
             dry_run: false,
@@ -131,12 +137,17 @@ async fn restore_member(m: Member, s: Arc<RestoreSettings>) -> Result<Done, Fail
         replay: s.replay.for_member(&m),
         force: s.force,
         flavor: s.flavor,
+        bump: s.bump,
+        wal_dir: None,
     };
     let r = restore(&store, &opts).await.map_err(Failure::new)?;
     Ok(Done {
         summary: format!(
-            "revision {}, {} data dir(s), cluster {}",
+            "revision {}{}, {} data dir(s), cluster {}",
             r.replay.final_revision,
+            r.bumped
+                .map(|b| format!(" bumped to {} and marked compacted", b.revision))
+                .unwrap_or_default(),
             r.members.len(),
             r.cluster_id
         ),
@@ -225,6 +236,7 @@ async fn validate_member(m: Member, s: Arc<ValidateSettings>) -> Result<Done, Fa
             namespace: s.namespace.clone(),
             store_revision,
             repair: s.repair,
+            wal_dir: None,
         };
         let report = tokio::task::spawn_blocking(move || validate(&dir, &opts))
             .await

@@ -129,6 +129,7 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
                 keep_unknown_leases: false,
                 unknown_lease_ttl: args.unknown_lease_ttl,
                 memory_budget: args.fetch.memory_budget / schedule.concurrency() as u64,
+                restoration_dir: args.ignored.restoration_dir(),
             },
             keep_history: args.keep_history,
             dry_run: args.dry_run,
@@ -158,6 +159,7 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
     // The compacted snapshot must describe the same cluster: every key keeps its lease, and
     // leases granted after the base are granted in it too.
     replay.unknown_lease_ttl = args.unknown_lease_ttl;
+    replay.restoration_dir = args.ignored.restoration_dir();
     let progress = std::sync::Arc::new(etcd_restore::progress::Progress::new());
     replay.progress = Some(progress.clone());
     // The names clap accepts; "lzw" used to fall through to the plan's codec (its extension

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use etcd_restore::batch::{Purpose, RestoreSettings, SharedReplay, restore_batch};
+use etcd_restore::mvcc::bump::Bump;
 use etcd_restore::replay::ReplayOptions;
 use etcd_restore::restore::{MemberFlags, RestoreOptions, RestoreReport, Targets, restore};
 use etcd_restore::snapstore::{FetchArgs, PlanOptions, Store, StoreArgs};
@@ -38,8 +39,27 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "TEMPLATE", conflicts_with = "batch")]
     data_dir_template: Option<String>,
 
+    /// Write each member's WAL into this directory instead of <data-dir>/member/wal (etcdutl's
+    /// --wal-dir; start etcd with the same --wal-dir). With --data-dir-template it must contain
+    /// `{name}`. Like the data directory it must be missing or empty unless --force.
+    #[arg(long, value_name = "DIR", conflicts_with = "batch")]
+    wal_dir: Option<String>,
+
     #[command(flatten)]
     batch: BatchArgs,
+
+    /// Raise the restored revision by N (etcdutl's --bump-revision): an empty record is written
+    /// at the latest revision + N, which etcd then reports as its revision. Requires
+    /// --mark-compacted. Use it when restoring to an older point for clients that watch, such
+    /// as Kubernetes: N larger than the revisions written since the backup (docs/operations.md).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    bump_revision: u64,
+
+    /// Mark the bumped revision as compacted (etcdutl's --mark-compacted): every watch or read
+    /// at an older revision is answered "required revision has been compacted", so informers
+    /// and watch caches re-list. Required with --bump-revision > 0, refused without it.
+    #[arg(long)]
+    mark_compacted: bool,
 
     /// Replace a non-empty data directory. The old one is swapped out atomically and deleted
     /// only after the new one is complete.
@@ -118,12 +138,15 @@ impl MemberArgs {
     }
 }
 
-/// etcdbrctl flags that only tune its embedded etcd. Accepted so existing Job specs keep
-/// working; there is no embedded etcd here.
+/// etcdbrctl flags of its embedded etcd's restore. The tuning ones are accepted so existing
+/// Job specs keep working; there is no embedded etcd here.
 #[derive(clap::Args, Debug, Default)]
 pub struct EmbeddedEtcdArgs {
-    #[arg(long, hide = true, value_name = "DIR")]
-    restoration_temp_snapshots_dir: Option<String>,
+    /// Spool downloaded delta snapshots in a fresh directory inside DIR (created with mode 0700
+    /// when missing, like etcdbrctl; our spool is removed afterwards) instead of next to the
+    /// data directory being built (restore) or in --snapstore-temp-directory (compact).
+    #[arg(long, value_name = "DIR")]
+    restoration_temp_snapshots_dir: Option<PathBuf>,
     #[arg(long, hide = true)]
     max_call_send_message_size: Option<String>,
     #[arg(long, hide = true)]
@@ -139,13 +162,14 @@ pub struct EmbeddedEtcdArgs {
 }
 
 impl EmbeddedEtcdArgs {
+    /// `--restoration-temp-snapshots-dir`.
+    pub fn restoration_dir(&self) -> Option<PathBuf> {
+        self.restoration_temp_snapshots_dir.clone()
+    }
+
     /// One notice per flag given.
     pub fn notice(&self) {
         let given = [
-            (
-                "--restoration-temp-snapshots-dir",
-                &self.restoration_temp_snapshots_dir,
-            ),
             (
                 "--max-call-send-message-size",
                 &self.max_call_send_message_size,
@@ -173,6 +197,13 @@ impl EmbeddedEtcdArgs {
 }
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let bump = match Bump::from_flags(args.bump_revision, args.mark_compacted) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     args.ignored.notice();
     if let Some(path) = &args.batch.batch {
         // MemberArgs is shared with commands without --batch, so clap cannot say this.
@@ -193,9 +224,11 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
                 keep_unknown_leases: args.keep_unknown_leases,
                 unknown_lease_ttl: args.unknown_lease_ttl,
                 memory_budget: args.fetch.memory_budget / schedule.concurrency() as u64,
+                restoration_dir: args.ignored.restoration_dir(),
             },
             force: args.force,
             flavor: flavor(&args.etcd_version),
+            bump,
         };
         let run = RunMetrics::start("restore");
         let report = restore_batch(&batch, schedule, settings).await;
@@ -203,7 +236,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     let run = RunMetrics::start("restore");
     let mut store_label = String::new();
-    let result = restore_one(&args, &mut store_label).await;
+    let result = restore_one(&args, bump, &mut store_label).await;
     run.registry.observe(
         "etcdbr_restoration_duration_seconds",
         "Total latency distribution required to restore the etcd member.",
@@ -229,6 +262,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
 
 async fn restore_one(
     args: &RestoreArgs,
+    bump: Option<Bump>,
     store_label: &mut String,
 ) -> anyhow::Result<RestoreReport> {
     args.batch.check_single()?;
@@ -242,6 +276,7 @@ async fn restore_one(
     replay.strip_leases = args.strip_leases;
     replay.keep_unknown_leases = args.keep_unknown_leases;
     replay.unknown_lease_ttl = args.unknown_lease_ttl;
+    replay.restoration_dir = args.ignored.restoration_dir();
     let progress = std::sync::Arc::new(etcd_restore::progress::Progress::new());
     replay.progress = Some(progress.clone());
     let opts = RestoreOptions {
@@ -259,6 +294,8 @@ async fn restore_one(
         replay,
         force: args.force,
         flavor: flavor(&args.etcd_version),
+        bump,
+        wal_dir: args.wal_dir.clone(),
     };
     let ui = super::progress::ProgressUi::start(&progress, "restore");
     let report = restore(&store, &opts).await;
@@ -305,6 +342,13 @@ fn render(r: &RestoreReport) -> String {
         p.apply.events_applied, p.apply.revisions_applied, p.apply.events_skipped
     );
     let _ = writeln!(s, "  revision    {}", p.final_revision);
+    if let Some(b) = &r.bumped {
+        let _ = writeln!(
+            s,
+            "  bumped      to revision {} (+{}), marked compacted",
+            b.revision, b.amount
+        );
+    }
     if p.apply.leases_stripped > 0 {
         let _ = writeln!(s, "  leases      {} stripped", p.apply.leases_stripped);
     }
@@ -324,6 +368,9 @@ fn render(r: &RestoreReport) -> String {
             m.member_id,
             m.data_dir.display()
         );
+        if let Some(w) = &m.wal_dir {
+            let _ = writeln!(s, "  wal         {} -> {}", m.name, w.display());
+        }
     }
     let _ = writeln!(s, "  took        {:.2}s", r.seconds);
     s

@@ -48,6 +48,10 @@ pub struct ValidateArgs {
     )]
     data_dir: Option<PathBuf>,
 
+    /// The WAL directory, when etcd runs with --wal-dir (default: <data-dir>/member/wal).
+    #[arg(long, value_name = "DIR", conflicts_with = "batch")]
+    wal_dir: Option<PathBuf>,
+
     #[command(flatten)]
     batch: BatchArgs,
 
@@ -170,6 +174,7 @@ async fn run_inner(args: ValidateArgs) -> anyhow::Result<(u8, Option<i64>)> {
         namespace: args.namespace.clone().filter(|s| !s.is_empty()),
         store_revision: store_revision(&args.store).await?,
         repair: args.repair,
+        wal_dir: args.wal_dir.clone(),
     };
     let report = tokio::task::spawn_blocking(move || validate(&data_dir, &opts)).await?;
     if args.json {

@@ -70,6 +70,8 @@ pub enum CompactError {
     /// `--compression-level` does not fit the codec (given, or chosen from the plan).
     #[error(transparent)]
     Level(#[from] LevelError),
+    #[error(transparent)]
+    TempDir(#[from] crate::tempdir::TempDirError),
     #[error("{path}: {source}")]
     Db {
         path: PathBuf,
@@ -287,17 +289,19 @@ async fn compact_locked(
     // A level the codec cannot take fails now, not after minutes of replay.
     let level = check_level(compression, opts.compression_level)?
         .or(snapstore::codec::default_level(compression));
+    // etcd-druid points it at a fresh volume where it does not exist yet.
+    crate::tempdir::ensure(&opts.temp_dir, "--snapstore-temp-directory")?;
     upload::reclaim_work_dirs(&opts.temp_dir);
     let work = tempfile::Builder::new()
         .prefix(&format!("{WORK_DIR_PREFIX}{}-", std::process::id()))
         .tempdir_in(&opts.temp_dir)
         .map_err(io("creating a work directory in", &opts.temp_dir))?;
-    let spool = work.path().join("spool");
-    std::fs::create_dir(&spool).map_err(io("creating", &spool))?;
+    let spool = crate::tempdir::spool_dir(opts.replay.restoration_dir.as_deref(), work.path())?;
     let replayed = work.path().join("replayed.db");
     let mut ropts = opts.replay.clone();
-    ropts.spool_dir = spool;
+    ropts.spool_dir = spool.path().to_path_buf();
     let replay_report = replay::replay(store, &mut plan, &replayed, &ropts).await?;
+    drop(spool);
     let seconds_replay = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();

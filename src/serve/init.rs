@@ -225,6 +225,7 @@ async fn initialize_inner(
         store_revision,
         // etcd cuts a torn WAL tail itself at start-up; the data directory stays untouched.
         repair: false,
+        wal_dir: None,
     };
     let dir = cfg.data_dir.clone();
     let report = tokio::task::spawn_blocking(move || validate(&dir, &opts))
@@ -306,6 +307,8 @@ async fn initialize_inner(
         replay: cfg.replay.clone(),
         force: true,
         flavor: cfg.flavor,
+        bump: None,
+        wal_dir: None,
     };
     let r = restore(store, &ropts).await;
     metrics.observe(

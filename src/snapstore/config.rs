@@ -52,7 +52,8 @@ pub struct StoreArgs {
     #[arg(long)]
     pub store_disable_bulk_delete: bool,
 
-    /// Directory for temporary files (spooled downloads and uploads).
+    /// Directory for temporary files (compact's work directory); created with mode 0700 when
+    /// missing, like etcdbrctl.
     #[arg(long, value_name = "DIR", default_value = "/tmp")]
     pub snapstore_temp_directory: PathBuf,
 
