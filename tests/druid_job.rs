@@ -3,17 +3,22 @@
 //! (gardener/etcd-druid `internal/controller/compaction/reconciler.go`, `internal/utils/envvar.go`
 //! `GetBackupRestoreContainerEnvVars`) on a fresh directory tree — the Job's `emptyDir` volume
 //! at `/var/etcd/data` exists and is empty, nothing below it does — against a Local store.
-//! Only the volume's mount point is moved into the test's directory.
+//! Only the volume's mount point is moved into the test's directory, and the service-account
+//! mount (`/var/run/secrets/kubernetes.io/serviceaccount`) is pointed at the stand-in Lease API
+//! server's (`--kube-service-account-dir`, test only): the Job renews the full-snapshot Lease.
+//! `tests/compact_lease.rs` covers the Lease update itself.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
+use testkit::kubeapi::KubeApi;
 use testkit::{Cli, Fixture, tempfile};
 
 const CLI: Cli = Cli(env!("CARGO_BIN_EXE_etcd-restore"));
 
-/// The Etcd resource's name (druid derives the lease names from it).
+/// The Etcd resource's name (druid derives the lease names from it) and its namespace.
 const ETCD: &str = "etcd-main";
+const NS: &str = "shoot--dev--test";
 /// The Local store's container and prefix, as an Etcd's `spec.backup.store` gives them.
 const CONTAINER: &str = "default.bkp";
 const PREFIX: &str = "etcd-main";
@@ -29,8 +34,6 @@ fn druid_args(data: &Path) -> Vec<String> {
         format!("--snapstore-temp-directory={d}/tmp"),
         // druid's default `metricsScrapeWaitDuration` (0) as `Duration.String()` prints it.
         "--metrics-scrape-wait-duration=0s".into(),
-        // TODO(h20c): lease renewal is being implemented; once it talks to the Kubernetes API
-        // this test needs the loopback API stand-in that h20c's tests use.
         "--enable-snapshot-lease-renewal=true".into(),
         format!("--full-snapshot-lease-name={ETCD}-full-snap"),
         format!("--delta-snapshot-lease-name={ETCD}-delta-snap"),
@@ -63,6 +66,12 @@ fn druids_compaction_job_runs_unchanged_on_a_fresh_volume() {
     let data = tmp.path().join("var/etcd/data");
     std::fs::create_dir_all(&data).unwrap();
     let before: Vec<_> = std::fs::read_dir(store.join("v2")).unwrap().collect();
+    let api = KubeApi::https();
+    let sa = tmp.path().join("serviceaccount");
+    api.write_service_account(&sa);
+    let full_lease = format!("{ETCD}-full-snap");
+    api.create_lease(NS, &full_lease, None);
+    api.create_lease(NS, &format!("{ETCD}-delta-snap"), None);
 
     let out = CLI
         .command()
@@ -71,8 +80,11 @@ fn druids_compaction_job_runs_unchanged_on_a_fresh_volume() {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", &home)
         .env("POD_NAME", format!("{ETCD}-compactor-x7k2p"))
-        .env("POD_NAMESPACE", "shoot--dev--test")
+        .env("POD_NAMESPACE", NS)
         .env("STORAGE_CONTAINER", CONTAINER)
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", api.addr.port().to_string())
+        .arg(format!("--kube-service-account-dir={}", sa.display()))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -96,6 +108,14 @@ fn druids_compaction_job_runs_unchanged_on_a_fresh_volume() {
         after.iter().any(|n| n.starts_with(&want_name)),
         "no {want_name}* among {after:?}"
     );
+    // The full-snapshot Lease names the new snapshot's revision.
+    let lease = api.lease(NS, &full_lease).unwrap();
+    assert_eq!(
+        lease["spec"]["holderIdentity"],
+        f.oracle.final_revision.to_string(),
+        "{lease:#}\n{stderr}"
+    );
+    assert!(api.violations().is_empty(), "{:?}", api.violations());
     // And a restore from the store now starts from it.
     let dir = tmp.path().join("restored.etcd");
     let r = CLI.restore(&store, &dir, &["--json"]);
