@@ -7,7 +7,9 @@
 //! never exist yet. etcdbrctl v0.43 creates a missing one with mode 0700: the snapstore temp
 //! directory whenever it opens a store (`pkg/snapstore/utils.go`, `GetSnapstore`), the
 //! restoration one at the start of every restore (`pkg/snapshot/restorer/restorer.go`,
-//! `Restore`). So do we. An existing directory is used as it is: its mode is the operator's.
+//! `Restore`). So do we: [`crate::snapstore::Store::open`] and `compact` the first, restore and
+//! compact the second ([`spool_dir`]). An existing directory is used as it is: its mode is the
+//! operator's.
 
 use std::fs;
 use std::io;

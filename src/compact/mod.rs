@@ -289,7 +289,7 @@ async fn compact_locked(
     // A level the codec cannot take fails now, not after minutes of replay.
     let level = check_level(compression, opts.compression_level)?
         .or(snapstore::codec::default_level(compression));
-    // etcd-druid points it at a fresh volume where it does not exist yet.
+    // Store::open created it when missing; a caller's own temp dir may not exist yet either.
     crate::tempdir::ensure(&opts.temp_dir, "--snapstore-temp-directory")?;
     upload::reclaim_work_dirs(&opts.temp_dir);
     let work = tempfile::Builder::new()

@@ -136,20 +136,12 @@ impl Store {
         // etcdbrctl creates a missing temp directory (0700) when it opens any store
         // (pkg/snapstore/utils.go `GetSnapstore`): druid's compaction Job points
         // --snapstore-temp-directory into a fresh emptyDir.
-        if !config.temp_dir.exists() {
-            use std::os::unix::fs::DirBuilderExt as _;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&config.temp_dir)
-                .map_err(|e| StoreError::Setup {
-                    store: describe.clone(),
-                    detail: format!(
-                        "creating the temp directory {}: {e}",
-                        config.temp_dir.display()
-                    ),
-                })?;
-        }
+        crate::tempdir::ensure(&config.temp_dir, "--snapstore-temp-directory").map_err(|e| {
+            StoreError::Setup {
+                store: describe.clone(),
+                detail: e.to_string(),
+            }
+        })?;
         let inner: Arc<dyn ObjectStore> = match &config.backend {
             Backend::Local { root } => {
                 if !root.is_dir() {
