@@ -7,6 +7,7 @@ pub mod batch;
 pub mod compact;
 pub mod datadir;
 pub mod entrypoint;
+pub mod etcdclient;
 pub mod kube;
 pub mod metrics;
 pub mod mvcc;

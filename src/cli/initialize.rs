@@ -136,6 +136,7 @@ impl InitJobArgs {
                 wal::RestoreFlavor::V3_5
             },
             lock_timeout: Duration::from_secs(self.lock_timeout),
+            member: None,
         };
         Ok(PreparedJob {
             config,
@@ -190,6 +191,11 @@ pub async fn run(args: InitializeArgs) -> anyhow::Result<ExitCode> {
             0,
             "empty",
             "no data directory and nothing to restore".into(),
+        ),
+        Ok(Outcome::Learner { because }) => (
+            0,
+            "learner",
+            format!("joined the running cluster as a learner because {because}"),
         ),
         Err(e @ InitError::WrongVolume(_)) => (EXIT_WRONG_VOLUME, "failed", e.to_string()),
         Err(e @ InitError::Locked { .. }) => (EXIT_LOCKED, "failed", e.to_string()),

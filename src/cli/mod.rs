@@ -7,6 +7,7 @@ mod compactor;
 mod db;
 mod docgen;
 mod duration;
+mod etcd_conn;
 mod etcdbrctl;
 mod hashkv;
 mod initialize;

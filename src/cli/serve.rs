@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use etcd_restore::metrics::Registry;
+use etcd_restore::serve::member::MemberControl;
 use etcd_restore::serve::{AppState, ServeOptions, TlsFiles, config::DEFAULT_ETCD_CONF, serve};
 
+use super::etcd_conn::EtcdConnArgs;
 use super::initialize::{InitJobArgs, PreparedJob};
 use super::server_compat::ServerCompatArgs;
 
@@ -54,6 +56,9 @@ pub struct ServeArgs {
     /// etcd-druid's sidecar flags for what this server does not run.
     #[command(flatten)]
     druid: ServerCompatArgs,
+
+    #[command(flatten)]
+    etcd: EtcdConnArgs,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -68,13 +73,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// Where and how to listen, and the handlers' state (also used by `etcdbrctl server`).
 pub fn prepare(args: &ServeArgs) -> anyhow::Result<(ServeOptions, AppState)> {
     let PreparedJob {
-        config: job,
+        config: mut job,
         store_prefix,
         ..
     } = args.job.prepare()?;
+    let metrics = Arc::new(Registry::new());
+    let (local, service) = args.etcd.clients()?;
+    let member = Arc::new(MemberControl::new(
+        args.etcd_conf.clone(),
+        args.pod_name.clone().filter(|s| !s.is_empty()),
+        local,
+        service,
+        Arc::clone(&metrics),
+    ));
+    job.member = Some(Arc::clone(&member));
+    // etcdbrctl promotes from its server loop, once per re-election period.
+    tokio::spawn(member.promote_loop(args.etcd.reelection_period));
     let state = AppState::new(
         job,
-        Arc::new(Registry::new()),
+        metrics,
         args.etcd_conf.clone(),
         args.pod_name.clone().filter(|s| !s.is_empty()),
         store_prefix,

@@ -1,4 +1,5 @@
-//! `/config`: etcd's config file rewritten for this pod, as etcdbrctl's `serveConfig` does.
+//! `/config`: etcd's config file rewritten for this pod, as etcdbrctl's `serveConfig`
+//! (`pkg/server/httpAPI.go`) does.
 //!
 //! The input is the cluster-wide file (gardener mounts it at `/var/etcd/config/etcd.conf.yaml`,
 //! `$ETCD_CONF` overrides). `initial-advertise-peer-urls` and `advertise-client-urls` are maps
@@ -6,11 +7,14 @@
 //!
 //! * `name` = `[member-name-prefix-]$POD_NAME`;
 //! * both URL maps replaced by this member's list joined with `,` (a plain string is kept);
-//! * `initial-cluster` unchanged (etcdbrctl trims it to the running members only when it can
-//!   reach a running multi-member cluster; this server has no etcd client, which is what
-//!   etcdbrctl sees on a fresh bootstrap);
-//! * `initial-cluster-state` = `new` (etcdbrctl says `existing` only when it finds a learner
-//!   in a running cluster, and falls back to `new` when it cannot ask).
+//! * `initial-cluster` trimmed, when the running cluster lists more than one member, to the
+//!   members it lists plus this one (`getInitialCluster`: etcd refuses to join with a peer list
+//!   that differs from the cluster's); kept as it is when etcd cannot be asked (a fresh
+//!   bootstrap);
+//! * `initial-cluster-state` = `new` for one member; for more, `existing` when the cluster has
+//!   a learner (this member, just added by the initialization) and `new` otherwise, also when
+//!   etcd cannot be asked (`getClusterState` at etcdbrctl's HEAD; v0.43 asked Kubernetes for
+//!   the StatefulSet first, which this tool has no client for).
 //!
 //! Every other key, unknown ones included, passes through unchanged and in order.
 
@@ -47,29 +51,99 @@ pub enum ConfigError {
     Emit(#[source] serde_norway::Error),
 }
 
-/// Reads `path` and rewrites it for the member of pod `pod_name`.
-pub fn load_for_pod(path: &Path, pod_name: Option<&str>) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    rewrite(&text, path, pod_name)
+/// What the running cluster said, for `/config` (default: nothing, etcd could not be asked).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    /// The names `MemberList` returned (a learner that never started has an empty one).
+    pub members: Option<Vec<String>>,
+    pub learner_present: bool,
 }
 
-/// Rewrites config text (`path` only names it in errors).
-pub fn rewrite(text: &str, path: &Path, pod_name: Option<&str>) -> Result<String, ConfigError> {
+/// This member as the config file describes it (etcdbrctl's `GetMemberName`,
+/// `GetMemberPeerURLs`, `GetAllMemberClientURLs`, `GetClusterSize`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberConfig {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    /// Every member's advertised client URLs: the endpoints when no `--service-endpoints`.
+    pub all_client_urls: Vec<String>,
+    /// Distinct members in `initial-cluster`.
+    pub cluster_size: usize,
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads `path` and rewrites it for the member of pod `pod_name`.
+pub fn load_for_pod(
+    path: &Path,
+    pod_name: Option<&str>,
+    cluster: &ClusterView,
+) -> Result<String, ConfigError> {
+    rewrite(&read(path)?, path, pod_name, cluster)
+}
+
+/// Reads this member's name and URLs from the config file.
+pub fn load_member(path: &Path, pod_name: Option<&str>) -> Result<MemberConfig, ConfigError> {
+    let (map, name) = parse(&read(path)?, path, pod_name)?;
     let invalid = |reason: String| ConfigError::Invalid {
         path: path.to_path_buf(),
         reason,
     };
+    let peer_urls = match map.get("initial-advertise-peer-urls") {
+        Some(Value::Mapping(m)) => member_urls(m, &name)
+            .map_err(|e| invalid(format!("initial-advertise-peer-urls: {e}")))?,
+        _ => {
+            return Err(invalid(
+                "initial-advertise-peer-urls is not a map member name → URL list".into(),
+            ));
+        }
+    };
+    let mut all_client_urls = Vec::new();
+    if let Some(Value::Mapping(m)) = map.get("advertise-client-urls") {
+        for v in m.values() {
+            match v {
+                Value::Sequence(seq) => {
+                    all_client_urls.extend(seq.iter().filter_map(|u| u.as_str().map(String::from)))
+                }
+                Value::String(u) => all_client_urls.push(u.clone()),
+                _ => {}
+            }
+        }
+    }
+    let cluster_size = match map.get("initial-cluster") {
+        Some(Value::String(s)) => {
+            cluster_size(s).map_err(|e| invalid(format!("initial-cluster: {e}")))?
+        }
+        _ => 1,
+    };
+    Ok(MemberConfig {
+        name,
+        peer_urls: peer_urls.split(',').map(String::from).collect(),
+        all_client_urls,
+        cluster_size,
+    })
+}
+
+/// The top-level mapping and this member's name.
+fn parse(
+    text: &str,
+    path: &Path,
+    pod_name: Option<&str>,
+) -> Result<(Mapping, String), ConfigError> {
     let value: Value = serde_norway::from_str(text).map_err(|source| ConfigError::Parse {
         path: path.to_path_buf(),
         source,
     })?;
-    let Value::Mapping(mut map) = value else {
-        return Err(invalid(
-            "the top level is not a mapping of etcd options".into(),
-        ));
+    let Value::Mapping(map) = value else {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason: "the top level is not a mapping of etcd options".into(),
+        });
     };
     let pod = pod_name
         .filter(|p| !p.is_empty())
@@ -78,6 +152,21 @@ pub fn rewrite(text: &str, path: &Path, pod_name: Option<&str>) -> Result<String
         Some(Value::String(p)) if !p.is_empty() => format!("{p}-{pod}"),
         _ => pod.to_string(),
     };
+    Ok((map, name))
+}
+
+/// Rewrites config text (`path` only names it in errors).
+pub fn rewrite(
+    text: &str,
+    path: &Path,
+    pod_name: Option<&str>,
+    cluster: &ClusterView,
+) -> Result<String, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (mut map, name) = parse(text, path, pod_name)?;
     for key in ["initial-advertise-peer-urls", "advertise-client-urls"] {
         let joined = match map.get(key) {
             Some(Value::Mapping(m)) => {
@@ -94,16 +183,32 @@ pub fn rewrite(text: &str, path: &Path, pod_name: Option<&str>) -> Result<String
     }
     let size = match map.get("initial-cluster") {
         Some(Value::String(s)) => {
-            cluster_size(s).map_err(|e| invalid(format!("initial-cluster: {e}")))?
+            cluster_size(s).map_err(|e| invalid(format!("initial-cluster: {e}")))?;
+            let trimmed = trim_initial_cluster(s, &name, cluster);
+            let size = cluster_size(&trimmed).map_err(|e| {
+                invalid(format!(
+                    "initial-cluster trimmed to the running members: {e} (is {name:?} in it?)"
+                ))
+            })?;
+            map.insert(
+                Value::String("initial-cluster".into()),
+                Value::String(trimmed),
+            );
+            size
         }
         None => 1,
         Some(_) => return Err(invalid("initial-cluster is not a string".into())),
     };
-    tracing::debug!(member = %name, cluster_size = size, "serving etcd config");
+    let state = if size > 1 && cluster.learner_present {
+        "existing"
+    } else {
+        "new"
+    };
+    tracing::debug!(member = %name, cluster_size = size, state, "serving etcd config");
     map.insert(Value::String("name".into()), Value::String(name));
     map.insert(
         Value::String("initial-cluster-state".into()),
-        Value::String("new".into()),
+        Value::String(state.into()),
     );
     serde_norway::to_string(&Value::Mapping(map)).map_err(ConfigError::Emit)
 }
@@ -137,6 +242,22 @@ fn member_urls(m: &Mapping, name: &str) -> Result<String, String> {
         }
     }
     Ok(urls.join(","))
+}
+
+/// etcdbrctl's `getInitialCluster`: with more than one running member, keep the entries of
+/// members the cluster lists, and this one's.
+fn trim_initial_cluster(initial: &str, name: &str, cluster: &ClusterView) -> String {
+    let Some(members) = cluster.members.as_ref().filter(|m| m.len() > 1) else {
+        return initial.to_string();
+    };
+    initial
+        .split(',')
+        .filter(|entry| {
+            let n = entry.split('=').next().unwrap_or_default();
+            n == name || members.iter().any(|m| m == n)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Distinct member names in `name=url,...` (etcd's `NewURLsMap`).
@@ -181,7 +302,13 @@ some-future-key: {nested: [1, 2]}
 
     #[test]
     fn rewrites_for_the_pod_and_keeps_unknown_keys_in_order() {
-        let out = rewrite(INPUT, Path::new("x"), Some("etcd-main-1")).unwrap();
+        let out = rewrite(
+            INPUT,
+            Path::new("x"),
+            Some("etcd-main-1"),
+            &ClusterView::default(),
+        )
+        .unwrap();
         let v: Value = serde_norway::from_str(&out).unwrap();
         assert_eq!(v["name"].as_str(), Some("etcd-main-1"));
         assert_eq!(
@@ -207,25 +334,114 @@ some-future-key: {nested: [1, 2]}
     #[test]
     fn prefix_and_clear_errors() {
         let with_prefix = INPUT.replace("member-name-prefix: ''", "member-name-prefix: etcd-main");
-        let e = rewrite(&with_prefix, Path::new("x"), Some("1")).unwrap();
+        let e = rewrite(
+            &with_prefix,
+            Path::new("x"),
+            Some("1"),
+            &ClusterView::default(),
+        )
+        .unwrap();
         assert!(e.contains("name: etcd-main-1"), "{e}");
-        let err = rewrite(INPUT, Path::new("x"), Some("etcd-main-0")).unwrap_err();
+        let err = rewrite(
+            INPUT,
+            Path::new("x"),
+            Some("etcd-main-0"),
+            &ClusterView::default(),
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
                 .contains("no URLs for member \"etcd-main-0\""),
             "{err}"
         );
         assert!(matches!(
-            rewrite(INPUT, Path::new("x"), None),
+            rewrite(INPUT, Path::new("x"), None, &ClusterView::default()),
             Err(ConfigError::NoPodName)
         ));
         assert!(matches!(
-            rewrite("a: [", Path::new("x"), Some("p")),
+            rewrite("a: [", Path::new("x"), Some("p"), &ClusterView::default()),
             Err(ConfigError::Parse { .. })
         ));
         assert!(matches!(
-            load_for_pod(Path::new("/nonexistent/etcd.conf.yaml"), Some("p")),
+            load_for_pod(
+                Path::new("/nonexistent/etcd.conf.yaml"),
+                Some("p"),
+                &ClusterView::default()
+            ),
             Err(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn running_cluster_trims_initial_cluster_and_says_existing_with_a_learner() {
+        let three = INPUT.replace(
+            "initial-cluster: etcd-main-0=",
+            "initial-cluster: etcd-main-2=https://etcd-main-2.etcd-main-peer:2380,etcd-main-0=",
+        );
+        let field = |view: &ClusterView, key: &str| {
+            let out = rewrite(&three, Path::new("x"), Some("etcd-main-1"), view).unwrap();
+            let v: Value = serde_norway::from_str(&out).unwrap();
+            v[key].as_str().unwrap().to_string()
+        };
+        // etcd-main-1 was removed and re-added: the list holds the others and a nameless learner.
+        let rejoin = ClusterView {
+            members: Some(vec![
+                "etcd-main-0".into(),
+                "etcd-main-2".into(),
+                String::new(),
+            ]),
+            learner_present: true,
+        };
+        assert_eq!(field(&rejoin, "initial-cluster-state"), "existing");
+        assert_eq!(field(&rejoin, "initial-cluster").matches('=').count(), 3);
+        // Scale-up from one member: etcd-main-2 is not running yet and is dropped.
+        let scale_up = ClusterView {
+            members: Some(vec!["etcd-main-0".into(), String::new()]),
+            learner_present: true,
+        };
+        assert_eq!(
+            field(&scale_up, "initial-cluster"),
+            "etcd-main-0=https://etcd-main-0.etcd-main-peer:2380,etcd-main-1=https://etcd-main-1.etcd-main-peer:2380"
+        );
+        assert_eq!(field(&scale_up, "initial-cluster-state"), "existing");
+        // A bootstrapping cluster (nobody answers), or one without a learner: `new`, untrimmed.
+        for view in [
+            ClusterView::default(),
+            ClusterView {
+                members: Some(vec!["etcd-main-0".into(), "etcd-main-1".into()]),
+                learner_present: false,
+            },
+        ] {
+            assert_eq!(field(&view, "initial-cluster-state"), "new");
+        }
+        assert_eq!(
+            field(&ClusterView::default(), "initial-cluster")
+                .matches('=')
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn member_config_reads_name_peer_urls_and_every_client_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("etcd.conf.yaml");
+        std::fs::write(&p, INPUT).unwrap();
+        let m = load_member(&p, Some("etcd-main-1")).unwrap();
+        assert_eq!(m.name, "etcd-main-1");
+        assert_eq!(
+            m.peer_urls,
+            [
+                "https://etcd-main-1.etcd-main-peer:2380",
+                "https://alt:2380"
+            ]
+        );
+        assert_eq!(
+            m.all_client_urls,
+            ["https://etcd-main-1.etcd-main-peer:2379"]
+        );
+        assert_eq!(m.cluster_size, 2);
+        let e = load_member(&p, Some("nobody")).unwrap_err().to_string();
+        assert!(e.contains("no URLs for member \"nobody\""), "{e}");
     }
 }

@@ -9,6 +9,9 @@
 //! The job never writes into the data directory in place: a restore builds a sibling staging
 //! directory and swaps it in atomically ([`crate::datadir::Staging`]); a wrong volume, a lock
 //! held by another process (a running etcd) or an unreadable store fail without touching it.
+//!
+//! In a multi-member cluster that runs, the member is not restored: it is (removed and)
+//! added as a learner and gets its data from the leader ([`super::member`]).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,8 @@ use crate::replay::ReplayOptions;
 use crate::restore::{MemberFlags, RestoreError, RestoreOptions, Targets, restore};
 use crate::snapstore::{PlanError, PlanOptions, Store, StoreError, plan};
 use crate::validate::{Mode, Options, Verdict, validate};
+
+use super::member::{MemberControl, MemberError, Presence};
 
 /// Where an initialization is (etcdbrctl's status strings).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +77,8 @@ pub struct InitConfig {
     pub flavor: wal::RestoreFlavor,
     /// How long to wait for another process's lock on the database before failing.
     pub lock_timeout: Duration,
+    /// How this member joins a running multi-member cluster (`None`: never asks etcd).
+    pub member: Option<Arc<MemberControl>>,
 }
 
 /// What a successful initialization did.
@@ -86,6 +93,9 @@ pub enum Outcome {
     Removed { because: String },
     /// No data directory and nothing to restore: etcd starts a new, empty member.
     Empty,
+    /// The cluster runs: the data directory was removed and this member (re-)added as a
+    /// learner, which gets its data from the leader.
+    Learner { because: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +129,8 @@ pub enum InitError {
     },
     #[error("the initialization task failed: {0}")]
     Task(String),
+    #[error("joining the running cluster: {0}")]
+    Member(#[from] MemberError),
 }
 
 impl From<RestoreError> for InitError {
@@ -162,6 +174,7 @@ pub async fn initialize(
         Ok(Outcome::Restored { .. }) => ("successful", "restored"),
         Ok(Outcome::Removed { .. }) => ("successful", "removed"),
         Ok(Outcome::Empty) => ("successful", "empty"),
+        Ok(Outcome::Learner { .. }) => ("successful", "learner"),
         Err(_) => ("failed", "failed"),
     };
     metrics.observe(
@@ -201,6 +214,25 @@ async fn initialize_inner(
     };
     lock_probe.and_then(|r| r).map_err(validation_failed)?;
 
+    // A multi-member cluster (etcdbrctl's `Initialize`): a member the running cluster does
+    // not list is a scale-up and joins as a learner without validation or restore.
+    let multi = cfg.member.as_ref().filter(|m| m.is_multi_node());
+    let mut listed = false;
+    if let Some(m) = multi {
+        match m.presence().await {
+            Presence::Listed => listed = true,
+            Presence::NotListed => {
+                m.join_as_learner(&cfg.data_dir).await?;
+                return Ok(Outcome::Learner {
+                    because: "scale-up: the running cluster does not list this member".into(),
+                });
+            }
+            Presence::Unknown(e) => {
+                tracing::info!(error = %e, "cannot ask the cluster about this member (bootstrapping?); validating");
+            }
+        }
+    }
+
     // The store's latest revision (etcdbrctl: last delta's, else the base's).
     let (store_revision, store_empty) = match &cfg.store {
         None => (None, false),
@@ -222,7 +254,12 @@ async fn initialize_inner(
         mode,
         mode_reason: "requested by /initialization/start".into(),
         namespace: cfg.namespace.clone(),
-        store_revision,
+        // A member of a multi-member cluster catches up from the leader, not the store.
+        store_revision: if multi.is_some() {
+            None
+        } else {
+            store_revision
+        },
         // etcd cuts a torn WAL tail itself at start-up; the data directory stays untouched.
         repair: false,
         wal_dir: None,
@@ -281,6 +318,16 @@ async fn initialize_inner(
         source: std::io::Error::other(e.to_string()),
     })?;
     let because = format!("{}: {reason}", report.verdict.as_str());
+    // etcdbrctl's `DataDirStatusInvalidInMultiNode` (an unusable data directory and a
+    // non-empty store), a corrupt one, or a listed member: remove, re-add as a learner.
+    if let Some(m) = multi
+        && (listed
+            || (!missing && report.verdict == Verdict::Corrupt)
+            || (cfg.store.is_some() && !store_empty))
+    {
+        m.rejoin(&cfg.data_dir).await?;
+        return Ok(Outcome::Learner { because });
+    }
     let Some(store) = &cfg.store else {
         if missing {
             return Ok(Outcome::Empty);
@@ -381,9 +428,17 @@ fn probe_lock(db: &Path, timeout: Duration) -> Result<(), InitError> {
 
 /// Moves the directory aside atomically, then deletes it.
 fn remove_data_dir(dir: &Path) -> Result<(), InitError> {
+    remove_dir_atomically(dir).map_err(|(path, source)| InitError::Io { path, source })
+}
+
+/// Moves `dir` aside with one rename, then deletes it; a missing `dir` is fine.
+pub(crate) fn remove_dir_atomically(dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
+    if !dir.exists() {
+        return Ok(());
+    }
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| InitError::Io { path, source }
+        move |source| (path, source)
     };
     let name = dir
         .file_name()

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod init;
+pub mod member;
 pub mod snapshot;
 
 use std::future::Future;
@@ -284,7 +285,12 @@ fn plain_error(code: StatusCode, msg: String) -> Response {
 async fn config(State(st): State<AppState>) -> Response {
     let path = st.etcd_conf.clone();
     let pod = st.pod_name.clone();
-    let r = tokio::task::spawn_blocking(move || config::load_for_pod(&path, pod.as_deref())).await;
+    let view = match &st.job.member {
+        Some(m) => m.cluster_view().await,
+        None => config::ClusterView::default(),
+    };
+    let r = tokio::task::spawn_blocking(move || config::load_for_pod(&path, pod.as_deref(), &view))
+        .await;
     match r {
         Ok(Ok(yaml)) => ([(header::CONTENT_TYPE, "application/yaml")], yaml).into_response(),
         Ok(Err(e)) => {

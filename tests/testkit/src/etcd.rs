@@ -526,6 +526,8 @@ pub struct Member {
     pub peer_urls: Vec<String>,
     #[serde(rename = "clientURLs", default)]
     pub client_urls: Vec<String>,
+    #[serde(rename = "isLearner", default)]
+    pub is_learner: bool,
 }
 
 fn header_revision(v: &Value) -> Result<i64> {

@@ -13,6 +13,7 @@
 //! * [`kubeapi`]: a stand-in Kubernetes API server for Leases (HTTPS or HTTP), checking
 //!   each request against the Lease schema.
 //! * [`standin`]: the upstream etcdbrctl's stand-in and the scene around it (entrypoint tests).
+//! * [`wrapper`]: `etcd-restore serve` driven the way etcd-wrapper drives it.
 //! * [`mvcc`]: etcd's `key`-bucket records (revision keys, `mvccpb.KeyValue`), encoded
 //!   independently of the code under test.
 
@@ -35,6 +36,7 @@ pub mod process;
 pub mod pushgateway;
 pub mod standin;
 pub mod tree;
+pub mod wrapper;
 
 // base64, serde_json and tempfile are re-exported so integration tests need no
 // dev-dependencies of their own.
