@@ -441,3 +441,45 @@ fn scale_up_adds_a_learner_and_trims_initial_cluster() {
     procs.push(m3);
     assert_rejoined(procs, "m3", &s);
 }
+
+#[test]
+fn fresh_cluster_bootstraps_as_new_when_no_etcd_answers() {
+    let Some(bins) = EtcdBins::get("3.5.1") else {
+        return;
+    };
+    let sc = Scene::new(&["m1", "m2", "m3"], false);
+    let serves: Vec<Serve> = (0..3).map(|i| sc.serve(i, None)).collect();
+    // The pods of a new StatefulSet initialize at once; nobody answers the probe, so each
+    // falls back to validation: no data directory, nothing to restore.
+    std::thread::scope(|t| {
+        for s in &serves {
+            t.spawn(|| sc.initialize(s));
+        }
+    });
+    let mut procs = Vec::new();
+    for (i, s) in serves.iter().enumerate() {
+        let (conf, p) = sc.start_from_config(i, s, &bins);
+        assert_eq!(scalar(&conf, "initial-cluster-state"), "new");
+        assert_eq!(scalar(&conf, "initial-cluster").matches('=').count(), 3);
+        let m = s.get("/metrics").body;
+        assert_eq!(
+            metric(&m, "etcd_restore_initializations_total{outcome=\"empty\"}"),
+            1.0,
+            "{m}"
+        );
+        assert_eq!(metric(&m, "etcdbr_is_learner_count_total"), 0.0, "{m}");
+        procs.push(p);
+    }
+    for p in &mut procs {
+        p.wait_healthy(Duration::from_secs(60)).unwrap();
+    }
+    write_data(&procs[0], "fresh");
+    assert_members_agree(&procs);
+    assert!(
+        procs[0]
+            .member_list()
+            .unwrap()
+            .iter()
+            .all(|m| !m.is_learner)
+    );
+}
