@@ -805,12 +805,10 @@ fn snapshot_triggers_answer_405_with_an_empty_body_like_etcdbrctl_without_a_snap
 
 /// The backup sidecar's arguments as etcd-druid writes them
 /// (`internal/component/statefulset/builder.go` `getBackupRestoreContainerCommandArgs`, a
-/// Local store, no TLS), except the etcd connection flags (`--endpoints`,
-/// `--service-endpoints`, `--cacert`/`--cert`/`--key`, `--insecure-*`,
-/// `--etcd-connection-timeout`, `--reelection-period`), which belong to the etcd client: all
-/// accepted, the ones for
-/// what this server does not run named in one notice, and the server answers on
-/// `--server-port` from the Local store under `$HOME`.
+/// Local store, no TLS; the etcd connection flags name hosts that do not resolve here, which
+/// a single-member config never contacts — tests/member_bootstrap.rs runs them against real
+/// etcd, over TLS too): all accepted, the ones for what this server does not run named in one
+/// notice, and the server answers on `--server-port` from the Local store under `$HOME`.
 #[test]
 fn druid_sidecar_arguments_are_accepted() {
     let sc = Scene::new();
@@ -849,6 +847,12 @@ fn druid_sidecar_arguments_are_accepted() {
         "--embedded-etcd-quota-bytes=8589934592".into(),
         "--enable-profiling=true".into(),
         "--etcd-connection-timeout-leader-election=5s".into(),
+        "--insecure-transport=true".into(),
+        "--insecure-skip-tls-verify=true".into(),
+        "--endpoints=http://etcd-main-local:2379".into(),
+        "--service-endpoints=http://etcd-main-client:2379".into(),
+        "--etcd-connection-timeout=5m0s".into(),
+        "--reelection-period=5s".into(),
     ];
     std::fs::create_dir_all(sc.tmp.path().join("temp")).unwrap();
     let mut cmd = Command::new(bin());

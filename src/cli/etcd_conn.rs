@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use etcd_restore::etcdclient::{Client, Connection, TlsFiles};
 
-fn parse_period(s: &str) -> Result<Duration, String> {
+fn parse_positive(s: &str) -> Result<Duration, String> {
     match super::duration::parse_go_duration(s)? {
-        d if d.is_zero() => Err(format!("{s:?}: the period must be more than 0")),
+        d if d.is_zero() => Err(format!("{s:?}: must be more than 0")),
         d => Ok(d),
     }
 }
@@ -68,8 +68,14 @@ pub struct EtcdConnArgs {
     )]
     pub etcd_password: Option<String>,
 
+    /// Accepted for etcdbrctl compatibility (druid passes 5m0s): etcdbrctl bounds its
+    /// snapshot, defragmentation and probe calls with it, which this server does not make;
+    /// membership calls use etcdbrctl's fixed timeouts (5 s, 30 s).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive)]
+    pub etcd_connection_timeout: Duration,
+
     /// How often this member's etcd is asked whether it is a learner, which is then promoted.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_period)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive)]
     pub reelection_period: Duration,
 }
 
