@@ -79,6 +79,29 @@ fn utc(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
+/// What `ls` says below a snapshot about its version, immutability and exclusion.
+fn immutability_note(snap: &Snapshot) -> Option<String> {
+    let mut parts = Vec::new();
+    if snap.excluded {
+        parts.push(
+            "EXCLUDED (x-etcd-snapshot-exclude=true; listed for --include-excluded only)"
+                .to_string(),
+        );
+    }
+    if let Some(until) = snap.immutable_until {
+        let now = chrono::Utc::now().timestamp();
+        parts.push(if until > now {
+            format!("immutable until {}", utc(until))
+        } else {
+            format!("immutability ended {}", utc(until))
+        });
+    }
+    if let Some(v) = &snap.version {
+        parts.push(format!("version {v}"));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 fn render_text(store: &str, listing: &Listing, plan: Option<&Plan>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "store: {store}");
@@ -104,6 +127,9 @@ fn render_text(store: &str, listing: &Listing, plan: Option<&Plan>) -> String {
             },
             snap.path
         );
+        if let Some(note) = immutability_note(snap) {
+            let _ = writeln!(s, "        {note}");
+        }
     }
     if listing.chunks > 0 || !listing.ignored.is_empty() {
         let _ = writeln!(

@@ -52,6 +52,12 @@ pub struct StoreArgs {
     #[arg(long)]
     pub store_disable_bulk_delete: bool,
 
+    /// Also list snapshots withdrawn with `x-etcd-snapshot-exclude=true` (an S3 tag, Azure
+    /// blob index tag or GCS metadata entry; etcd-backup-restore's `List(includeAll)`), marked
+    /// as excluded. For forensics: a restore normally must not use them.
+    #[arg(long)]
+    pub include_excluded: bool,
+
     /// Directory for temporary files (compact's work directory); created with mode 0700 when
     /// missing, like etcdbrctl.
     #[arg(long, value_name = "DIR", default_value = "/tmp")]
@@ -152,6 +158,8 @@ pub struct StoreConfig {
     pub temp_dir: PathBuf,
     pub max_parallel_chunk_uploads: u32,
     pub min_chunk_size: u64,
+    /// List withdrawn snapshots too ([`super::exclude`]).
+    pub include_excluded: bool,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -311,6 +319,7 @@ impl StoreArgs {
             temp_dir: self.snapstore_temp_directory.clone(),
             max_parallel_chunk_uploads: self.max_parallel_chunk_uploads.max(1),
             min_chunk_size: self.min_chunk_size.max(MIN_CHUNK_SIZE),
+            include_excluded: self.include_excluded,
         })
     }
 

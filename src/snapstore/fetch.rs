@@ -163,7 +163,7 @@ pub async fn fetch_full_with_progress(
     verify_hash: bool,
     progress: Option<Arc<Progress>>,
 ) -> Result<FullInfo, FetchError> {
-    let (meta, body) = store.get(&snapshot.path).await?;
+    let (meta, body) = store.get_snapshot(snapshot).await?;
     let reader = body.into_reader();
     let object = snapshot.path.clone();
     let compression = snapshot.compression();
@@ -375,7 +375,7 @@ pub async fn download_raw(
     spool_dir: &Path,
     spool_threshold: u64,
 ) -> Result<RawObject, FetchError> {
-    let (meta, body) = store.get(&snapshot.path).await?;
+    let (meta, body) = store.get_snapshot(snapshot).await?;
     let mut stream = match body {
         Body::File(f) => return Ok(RawObject::Local(f)),
         Body::Stream(s) => s,

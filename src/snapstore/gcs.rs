@@ -23,7 +23,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -37,6 +37,8 @@ use object_store::{
     PutPayload, PutResult, Result, RetryConfig, UploadPart,
 };
 use reqwest::{Method, StatusCode, Url};
+
+use super::retry::{Attempts, error_chain, retryable};
 
 const STORE: &str = "GCS";
 const DEFAULT_BASE_URL: &str = "https://storage.googleapis.com";
@@ -84,12 +86,6 @@ fn encode(s: &str) -> String {
     out
 }
 
-fn retryable(status: StatusCode) -> bool {
-    status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error()
-}
-
 /// The JSON API's object resource (the fields used here).
 #[derive(Debug, serde::Deserialize)]
 struct ObjectResource {
@@ -105,6 +101,12 @@ struct ObjectResource {
     /// Base64 of the big-endian CRC32C of the content.
     #[serde(default)]
     crc32c: Option<String>,
+    /// Custom metadata (etcd-backup-restore's exclude entry, [`super::exclude`]).
+    #[serde(default)]
+    metadata: Option<std::collections::HashMap<String, String>>,
+    /// RFC 3339: the end of the bucket retention policy for this object.
+    #[serde(default, rename = "retentionExpirationTime")]
+    retention_expiration_time: Option<String>,
 }
 
 /// GCS's form of a CRC32C: base64 of the big-endian value.
@@ -189,51 +191,6 @@ impl fmt::Display for GcsJson {
             "GoogleCloudStorage({}, {})",
             self.inner.bucket, self.inner.base
         )
-    }
-}
-
-/// A small source of jitter for the backoff (no need for a random number generator).
-fn jitter(limit: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let ms = limit.as_millis().max(1) as u64;
-    Duration::from_millis(u64::from(nanos) % ms)
-}
-
-/// Retry bookkeeping for one request: exponential backoff with jitter, bounded in tries and
-/// time.
-struct Attempts<'a> {
-    config: &'a RetryConfig,
-    started: Instant,
-    tries: usize,
-}
-
-impl<'a> Attempts<'a> {
-    fn new(config: &'a RetryConfig) -> Self {
-        Attempts {
-            config,
-            started: Instant::now(),
-            tries: 0,
-        }
-    }
-
-    /// Sleeps before the next try; false when no try is left.
-    async fn again(&mut self) -> bool {
-        if self.tries >= self.config.max_retries {
-            return false;
-        }
-        let b = &self.config.backoff;
-        let exp = b.base.powi(i32::try_from(self.tries).unwrap_or(i32::MAX));
-        let delay = b.init_backoff.mul_f64(exp.min(1e6)).min(b.max_backoff);
-        let delay = delay / 2 + jitter(delay / 2 + Duration::from_millis(1));
-        if self.started.elapsed() + delay > self.config.retry_timeout {
-            return false;
-        }
-        self.tries += 1;
-        tokio::time::sleep(delay).await;
-        true
     }
 }
 
@@ -643,19 +600,6 @@ impl Inner {
     }
 }
 
-/// `std::error::Error` plus its sources on one line (reqwest's top-level message alone says
-/// little: "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// A multipart boundary that does not occur in `data`.
 fn boundary_for(data: &[u8]) -> String {
     let seed = std::time::SystemTime::now()
@@ -712,6 +656,51 @@ impl GcsJson {
                 retry,
             }),
         })
+    }
+
+    /// The live objects below `prefix` as etcd-backup-restore's `GCSSnapStore.List` sees
+    /// them (`pkg/snapstore/gcs_snapstore.go`), a page at a time: those whose metadata holds
+    /// `x-etcd-snapshot-exclude=true` dropped (or marked), `retentionExpirationTime` as the
+    /// immutability end.
+    pub(crate) async fn list_detailed(
+        &self,
+        prefix: &str,
+        include_excluded: bool,
+        emit: &mut (dyn FnMut(super::exclude::ListedObject) + Send),
+    ) -> Result<()> {
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .inner
+                .list_page(prefix, false, token.as_deref())
+                .await?;
+            for o in page.items {
+                let excluded = o.metadata.as_ref().is_some_and(|m| {
+                    m.iter()
+                        .any(|(k, v)| super::exclude::is_exclude_entry(k, v))
+                });
+                if excluded && !include_excluded {
+                    tracing::info!(object = %crate::show::name(&o.name), "snapshot withdrawn by its exclude metadata");
+                    continue;
+                }
+                let size = o.meta()?.size;
+                emit(super::exclude::ListedObject {
+                    immutable_until: o
+                        .retention_expiration_time
+                        .as_deref()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.timestamp()),
+                    key: o.name,
+                    size,
+                    version: None,
+                    excluded,
+                });
+            }
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t),
+                None => return Ok(()),
+            }
+        }
     }
 
     fn list_stream(

@@ -47,8 +47,12 @@ impl BrSnapshot {
             created_on: chrono::DateTime::from_timestamp(s.created_on(), 0)
                 .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
                 .unwrap_or_else(|| GO_ZERO_TIME.to_string()),
-            immutability_expiry_time: GO_ZERO_TIME.to_string(),
-            version_id: None,
+            immutability_expiry_time: s
+                .immutable_until
+                .and_then(|u| chrono::DateTime::from_timestamp(u, 0))
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_else(|| GO_ZERO_TIME.to_string()),
+            version_id: s.version.clone(),
             kind: s.kind().as_str().to_string(),
             snap_dir: s.dir.clone(),
             snap_name: s.snap_name.clone(),

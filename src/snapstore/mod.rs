@@ -2,10 +2,12 @@
 //!
 //! See docs/snapstore.md for the public interface and the rules behind it.
 
+mod azure_list;
 pub mod bridge;
 pub mod codec;
 pub mod config;
 pub mod delta;
+pub mod exclude;
 pub mod fetch;
 pub mod gcs;
 pub mod latest;
@@ -13,8 +15,10 @@ mod local_list;
 pub mod name;
 pub mod plan;
 pub mod prefetch;
+mod retry;
 pub mod spool;
 pub mod store;
+pub mod versions;
 
 pub use codec::{CodecError, compress_to, decompress_to, decompress_vec};
 pub use config::{Backend, ConfigError, FetchArgs, Provider, StoreArgs, StoreConfig};

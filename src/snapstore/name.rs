@@ -127,6 +127,17 @@ pub struct Snapshot {
     /// Object size in bytes, when the listing said so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// The object version a restore reads (S3 versioned buckets: the oldest version of the
+    /// key, as etcd-backup-restore does; see [`super::exclude`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Unix seconds until which the store keeps it immutable (object lock, retention or
+    /// immutability policy), when the listing says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub immutable_until: Option<i64>,
+    /// Withdrawn with `x-etcd-snapshot-exclude=true` (listed only with `--include-excluded`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub excluded: bool,
 }
 
 impl Snapshot {
@@ -316,6 +327,9 @@ pub fn classify_object(path: &str, size: Option<u64>) -> ObjectKind {
         snap_name: name.into(),
         path: path.into(),
         size,
+        version: None,
+        immutable_until: None,
+        excluded: false,
     })
 }
 

@@ -28,6 +28,12 @@ pub enum StoreError {
     #[error("cannot open store {store}: {detail}")]
     Setup { store: String, detail: String },
     #[error("{store}: listing failed: {source}")]
+    Versions {
+        store: String,
+        #[source]
+        source: super::versions::ListError,
+    },
+    #[error("{store}: listing failed: {source}")]
     List {
         store: String,
         #[source]
@@ -88,8 +94,16 @@ pub struct Listing {
 impl Listing {
     /// Classifies one object (path relative to the store prefix).
     fn add(&mut self, rel: &str, size: u64) {
+        self.add_listed(rel, size, |_| {});
+    }
+
+    /// [`Listing::add`], completing a snapshot with what the provider listing said.
+    fn add_listed(&mut self, rel: &str, size: u64, complete: impl FnOnce(&mut Snapshot)) {
         match classify_object(rel, Some(size)) {
-            ObjectKind::Snapshot(s) => self.snapshots.push(s),
+            ObjectKind::Snapshot(mut s) => {
+                complete(&mut s);
+                self.snapshots.push(s)
+            }
             ObjectKind::Chunk => {
                 tracing::debug!(object = rel, "ignoring chunk object");
                 self.chunks += 1;
@@ -123,6 +137,8 @@ pub struct Store {
     prefix: String,
     describe: String,
     config: Option<StoreConfig>,
+    /// The provider client for listings with versions, tags and metadata.
+    lister: Option<super::versions::Lister>,
 }
 
 impl Store {
@@ -142,6 +158,7 @@ impl Store {
                 detail: e.to_string(),
             }
         })?;
+        let mut lister = None;
         let inner: Arc<dyn ObjectStore> = match &config.backend {
             Backend::Local { root } => {
                 if !root.is_dir() {
@@ -205,7 +222,26 @@ impl Store {
                     s3.trusted_ca_pem.as_deref(),
                     &describe,
                 )?);
-                Arc::new(b.build().map_err(open_err)?)
+                let bucket_url = s3_bucket_url(&b, s3);
+                let built = b.build().map_err(open_err)?;
+                lister = Some(super::versions::Lister::S3(Arc::new(
+                    super::versions::S3Raw {
+                        http: super::versions::http_client(
+                            s3.allow_http,
+                            s3.allow_invalid_certificates,
+                            s3.trusted_ca_pem.as_deref(),
+                        )
+                        .map_err(|detail| StoreError::Setup {
+                            store: describe.clone(),
+                            detail,
+                        })?,
+                        bucket_url: bucket_url.0,
+                        region: bucket_url.1,
+                        credentials: built.credentials().clone(),
+                        retry: retry_config(),
+                    },
+                )));
+                Arc::new(built)
             }
             Backend::Gcs(g) => {
                 // The JSON API client (super::gcs); object_store's GCS builder only provides
@@ -231,16 +267,16 @@ impl Store {
                     )?);
                     Some(b.build().map_err(open_err)?.credentials().clone())
                 };
-                Arc::new(
-                    super::gcs::GcsJson::new(
-                        g.base_url.as_deref(),
-                        &g.bucket,
-                        auth,
-                        retry_config(),
-                        g.allow_http,
-                    )
-                    .map_err(open_err)?,
+                let gcs = super::gcs::GcsJson::new(
+                    g.base_url.as_deref(),
+                    &g.bucket,
+                    auth,
+                    retry_config(),
+                    g.allow_http,
                 )
+                .map_err(open_err)?;
+                lister = Some(super::versions::Lister::Gcs(gcs.clone()));
+                Arc::new(gcs)
             }
             Backend::Azure(a) => {
                 let mut b = if a.from_env {
@@ -262,7 +298,29 @@ impl Store {
                     b = b.with_endpoint(e.trim_end_matches('/').to_string());
                 }
                 b = b.with_client_options(client_options(a.allow_http, false, None, &describe)?);
-                Arc::new(b.build().map_err(open_err)?)
+                let account = b
+                    .get_config_value(&object_store::azure::AzureConfigKey::AccountName)
+                    .unwrap_or_default();
+                let container_url = match &a.endpoint {
+                    Some(e) => format!("{}/{}", e.trim_end_matches('/'), a.container),
+                    None => format!("https://{account}.blob.core.windows.net/{}", a.container),
+                };
+                let built = b.build().map_err(open_err)?;
+                lister = Some(super::versions::Lister::Azure(Arc::new(
+                    super::azure_list::AzureRaw {
+                        http: super::versions::http_client(a.allow_http, false, None).map_err(
+                            |detail| StoreError::Setup {
+                                store: describe.clone(),
+                                detail,
+                            },
+                        )?,
+                        container_url,
+                        account,
+                        credentials: built.credentials().clone(),
+                        retry: retry_config(),
+                    },
+                )));
+                Arc::new(built)
             }
         };
         Ok(Store {
@@ -270,6 +328,7 @@ impl Store {
             prefix: config.prefix.clone(),
             describe,
             config: Some(config.clone()),
+            lister,
         })
     }
 
@@ -280,6 +339,7 @@ impl Store {
             prefix: prefix.trim_matches('/').to_string(),
             describe: describe.to_string(),
             config: None,
+            lister: None,
         }
     }
 
@@ -328,6 +388,11 @@ impl Store {
         if let Some(Backend::Local { root }) = self.config.as_ref().map(|c| &c.backend) {
             return self.list_local(root).await;
         }
+        if let Some(lister) = &self.lister
+            && let Some(listing) = self.list_provider(lister).await?
+        {
+            return Ok(listing);
+        }
         let mut listing = Listing::default();
         for layout in ["v1", "v2"] {
             let dir = self.object_path(layout)?;
@@ -350,6 +415,75 @@ impl Store {
         }
         super::plan::sort_snapshots(&mut listing.snapshots);
         Ok(listing)
+    }
+
+    /// The listing through the provider's own API with etcd-backup-restore's exclusion,
+    /// version and immutability rules ([`super::exclude`]); `None` where upstream's listing is
+    /// the plain one (an S3 bucket without versioning).
+    async fn list_provider(
+        &self,
+        lister: &super::versions::Lister,
+    ) -> Result<Option<Listing>, StoreError> {
+        use super::versions::{ListError, Lister};
+        let include = self.include_excluded();
+        let versions_err = |source: ListError| StoreError::Versions {
+            store: self.describe.clone(),
+            source,
+        };
+        let retention_days = match lister {
+            Lister::S3(s3) => {
+                if !s3.versioning_enabled().await.map_err(versions_err)? {
+                    return Ok(None);
+                }
+                s3.retention_days().await
+            }
+            _ => None,
+        };
+        let mut listing = Listing::default();
+        for layout in ["v1", "v2"] {
+            let dir = format!("{}/", self.object_path(layout)?);
+            // Straight into the listing: nothing per object is kept beyond what it keeps.
+            let mut emit = |o: super::exclude::ListedObject| {
+                let Some(rel) = self.relative(&o.key) else {
+                    return;
+                };
+                listing.add_listed(rel, o.size, |s| {
+                    s.version = o.version;
+                    s.excluded = o.excluded;
+                    s.immutable_until = o.immutable_until.or_else(|| {
+                        super::exclude::s3_immutable_until(s.created_on(), retention_days)
+                    });
+                });
+            };
+            match lister {
+                Lister::S3(s3) => s3
+                    .list_versioned(&dir, include, &mut emit)
+                    .await
+                    .map_err(versions_err)?,
+                Lister::Azure(az) => az
+                    .list(&dir, include, &mut emit)
+                    .await
+                    .map_err(versions_err)?,
+                Lister::Gcs(g) => g.list_detailed(&dir, include, &mut emit).await.map_err(
+                    |source| match source {
+                        object_store::Error::InvalidPath { source } => StoreError::UnsafeKey {
+                            store: self.describe.clone(),
+                            detail: crate::show::name(&source.to_string()).into_owned(),
+                        },
+                        source => StoreError::List {
+                            store: self.describe.clone(),
+                            source,
+                        },
+                    },
+                )?,
+            }
+        }
+        super::plan::sort_snapshots(&mut listing.snapshots);
+        Ok(Some(listing))
+    }
+
+    fn include_excluded(&self) -> bool {
+        self.config.as_ref().is_some_and(|c| c.include_excluded)
     }
 
     /// A local directory, listed by [`super::local_list`] so that a file whose name is not a
@@ -403,6 +537,33 @@ impl Store {
             GetResultPayload::Stream(s) => Body::Stream(s),
         };
         Ok((meta, body))
+    }
+
+    /// Streams a listed snapshot's bytes: the version the listing chose, if it chose one
+    /// (S3 versioned buckets: the oldest, as etcd-backup-restore's `Fetch` reads it).
+    pub async fn get_snapshot(
+        &self,
+        snapshot: &Snapshot,
+    ) -> Result<(ObjectMeta, Body), StoreError> {
+        let Some(version) = &snapshot.version else {
+            return self.get(&snapshot.path).await;
+        };
+        let path = self.object_path(&snapshot.path)?;
+        let opts = object_store::GetOptions {
+            version: Some(version.clone()),
+            ..Default::default()
+        };
+        let res = self
+            .inner
+            .get_opts(&path, opts)
+            .await
+            .map_err(|source| StoreError::Object {
+                object: format!("{} (version {version})", snapshot.path),
+                op: "get",
+                source,
+            })?;
+        let meta = res.meta.clone();
+        Ok((meta, Body::Stream(res.into_stream())))
     }
 
     pub async fn head(&self, relative: &str) -> Result<ObjectMeta, StoreError> {
@@ -626,6 +787,25 @@ impl Store {
 pub struct Expected {
     pub bytes: u64,
     pub sha256: [u8; 32],
+}
+
+/// The bucket's URL and signing region as object_store's builder resolves them (path style
+/// `<endpoint>/<bucket>`; virtual-hosted: the endpoint already names the bucket).
+fn s3_bucket_url(
+    b: &object_store::aws::AmazonS3Builder,
+    s3: &super::config::S3Config,
+) -> (String, String) {
+    use object_store::aws::AmazonS3ConfigKey as K;
+    let region = b
+        .get_config_value(&K::Region)
+        .unwrap_or_else(|| "us-east-1".to_string());
+    let url = match (b.get_config_value(&K::Endpoint), s3.virtual_hosted_style) {
+        (Some(e), false) => format!("{}/{}", e.trim_end_matches('/'), s3.bucket),
+        (Some(e), true) => e.trim_end_matches('/').to_string(),
+        (None, false) => format!("https://s3.{region}.amazonaws.com/{}", s3.bucket),
+        (None, true) => format!("https://{}.s3.{region}.amazonaws.com", s3.bucket),
+    };
+    (url, region)
 }
 
 fn client_options(

@@ -289,6 +289,33 @@ impl MotoServer {
     }
 }
 
+/// Runs a Python script with the test venv (boto3 and azure-storage-blob, installed with
+/// moto and Azurite) to build a scenario the servers' own SDKs describe best (versions,
+/// tags, delete markers); returns its stdout.
+pub fn python(script: &str, args: &[&str]) -> Result<String> {
+    let Some(py) = require("moto", "venv/bin/python") else {
+        return Err(Error::Command {
+            cmd: "python".into(),
+            status: "missing".into(),
+            stderr: "the test venv is not installed".into(),
+        });
+    };
+    let out = Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .map_err(|e| Error::io("run", &py, e))?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            cmd: "python scenario script".into(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Azurite's Blob server (`.deps/node/node_modules/.bin/azurite-blob`).
 pub struct AzuriteServer {
     proc: ManagedProcess,
@@ -509,6 +536,42 @@ impl FakeGcsServer {
             data,
         )
         .map(|_| ())
+    }
+
+    /// Sets an object's custom metadata (`PATCH` of the object resource).
+    pub fn patch_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        metadata: &serde_json::Value,
+    ) -> Result<()> {
+        let body = serde_json::json!({ "metadata": metadata }).to_string();
+        self.request(
+            "PATCH",
+            &format!(
+                "/storage/v1/b/{}/o/{}",
+                encode_component(bucket),
+                encode_component(key)
+            ),
+            body.as_bytes(),
+        )
+        .map(|_| ())
+    }
+
+    /// The object resources below `prefix` (one page: the tests' buckets are small).
+    pub fn objects(&self, bucket: &str, prefix: &str) -> Result<Vec<serde_json::Value>> {
+        let body = self.request(
+            "GET",
+            &format!(
+                "/storage/v1/b/{}/o?prefix={}",
+                encode_component(bucket),
+                encode_component(prefix)
+            ),
+            b"",
+        )?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| Error::parse("fake-gcs-server object list", e))?;
+        Ok(v["items"].as_array().cloned().unwrap_or_default())
     }
 
     pub fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {

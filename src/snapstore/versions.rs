@@ -1,0 +1,405 @@
+//! Listing with versions, tags and immutability: the provider calls object_store has no API
+//! for, sent by this tool itself (signed with object_store's credentials, retried with
+//! [`super::retry`]) and folded with etcd-backup-restore's rules ([`super::exclude`]).
+//!
+//! S3 here; Azure in [`super::azure_list`]; GCS through its JSON API client
+//! ([`super::gcs::GcsJson::list_detailed`]).
+
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt};
+use object_store::RetryConfig;
+use object_store::aws::{AwsAuthorizer, AwsCredentialProvider};
+use object_store::client::HttpRequestBody;
+use reqwest::{StatusCode, Url};
+
+use super::exclude::{self, ListedObject, S3Key, S3Version, S3VersionFold};
+use super::retry::{self, error_chain};
+
+/// Tag reads in flight at once (only keys with a delete marker need one).
+const TAG_CONCURRENCY: usize = 8;
+
+/// A provider client for listings object_store cannot do.
+#[derive(Debug, Clone)]
+pub(crate) enum Lister {
+    S3(Arc<S3Raw>),
+    Azure(Arc<super::azure_list::AzureRaw>),
+    Gcs(super::gcs::GcsJson),
+}
+
+/// Why a provider listing failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ListError(pub String);
+
+/// Builds the reqwest client for provider calls with the store's TLS settings.
+pub(crate) fn http_client(
+    allow_http: bool,
+    allow_invalid_certificates: bool,
+    trusted_ca_pem: Option<&str>,
+) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .https_only(!allow_http)
+        .user_agent(concat!("etcd-restore/", env!("CARGO_PKG_VERSION")));
+    if allow_invalid_certificates {
+        b = b.tls_danger_accept_invalid_certs(true);
+    }
+    if let Some(pem) = trusted_ca_pem {
+        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+            .map_err(|e| format!("trustedCaCert: {}", error_chain(&e)))?;
+        b = b.add_root_certificate(cert);
+    }
+    b.build()
+        .map_err(|e| format!("HTTP client: {}", error_chain(&e)))
+}
+
+/// An S3 bucket's versioning and object-lock state and its `ListObjectVersions`.
+#[derive(Debug)]
+pub(crate) struct S3Raw {
+    pub(crate) http: reqwest::Client,
+    /// The bucket's URL, no trailing `/` (`http://127.0.0.1:5000/bucket`).
+    pub(crate) bucket_url: String,
+    pub(crate) region: String,
+    pub(crate) credentials: AwsCredentialProvider,
+    pub(crate) retry: RetryConfig,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct VersioningConfiguration {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ObjectLockConfiguration {
+    #[serde(default)]
+    object_lock_enabled: Option<String>,
+    #[serde(default)]
+    rule: Option<LockRule>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct LockRule {
+    #[serde(default)]
+    default_retention: Option<DefaultRetention>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DefaultRetention {
+    #[serde(default)]
+    days: Option<i64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListVersionsResult {
+    #[serde(default)]
+    is_truncated: bool,
+    #[serde(default)]
+    next_key_marker: Option<String>,
+    #[serde(default)]
+    next_version_id_marker: Option<String>,
+    #[serde(default, rename = "Version")]
+    versions: Vec<VersionEntry>,
+    #[serde(default, rename = "DeleteMarker")]
+    delete_markers: Vec<MarkerEntry>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct VersionEntry {
+    key: String,
+    version_id: String,
+    last_modified: String,
+    #[serde(default)]
+    size: u64,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct MarkerEntry {
+    key: String,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Tagging {
+    #[serde(default)]
+    tag_set: TagSet,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct TagSet {
+    #[serde(default, rename = "Tag")]
+    tags: Vec<Tag>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Tag {
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+/// Percent-encodes an object key for a URL path (keeps `/`).
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The reqwest form of a request object_store's authorizer signed (it may have added query
+/// pairs, a SAS token, to the URI).
+pub(crate) fn signed(
+    http: &reqwest::Client,
+    req: &http::Request<HttpRequestBody>,
+) -> Result<reqwest::RequestBuilder, String> {
+    let url = Url::parse(&req.uri().to_string()).map_err(|e| format!("{}: {e}", req.uri()))?;
+    Ok(http
+        .request(req.method().clone(), url)
+        .headers(req.headers().clone()))
+}
+
+pub(crate) fn xml<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, ListError> {
+    quick_xml::de::from_reader(body).map_err(|e| ListError(format!("{what}: bad answer: {e}")))
+}
+
+pub(crate) fn http_fail(what: &str, status: StatusCode, body: &[u8]) -> ListError {
+    let text: String = String::from_utf8_lossy(body).chars().take(300).collect();
+    ListError(format!("{what}: HTTP {status}: {text}"))
+}
+
+impl S3Raw {
+    /// A signed GET (signed again for every try, the signature carries the time).
+    async fn get(&self, url: &Url, what: &str) -> Result<(StatusCode, bytes::Bytes), ListError> {
+        retry::call(&self.retry, what, || async {
+            let cred = self
+                .credentials
+                .get_credential()
+                .await
+                .map_err(|e| format!("{what}: credentials: {}", error_chain(&e)))?;
+            let mut req = http::Request::builder()
+                .method(http::Method::GET)
+                .uri(url.as_str())
+                .body(HttpRequestBody::empty())
+                .map_err(|e| format!("{what}: {e}"))?;
+            AwsAuthorizer::new(&cred, "s3", &self.region)
+                .try_authorize(&mut req, None)
+                .map_err(|e| format!("{what}: signing: {}", error_chain(&e)))?;
+            signed(&self.http, &req)
+        })
+        .await
+        .map_err(ListError)
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, ListError> {
+        let mut u = Url::parse(&format!("{}{path}", self.bucket_url))
+            .map_err(|e| ListError(format!("{}{path}: {e}", self.bucket_url)))?;
+        if !query.is_empty() {
+            let mut q = u.query_pairs_mut();
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+        }
+        Ok(u)
+    }
+
+    /// `GetBucketVersioning`: whether the status is `Enabled` (upstream's only test).
+    pub(crate) async fn versioning_enabled(&self) -> Result<bool, ListError> {
+        let what = "GetBucketVersioning (needs s3:GetBucketVersioning, as etcdbrctl does)";
+        let (status, body) = self
+            .get(&self.url("/", &[("versioning", "")])?, what)
+            .await?;
+        if !status.is_success() {
+            return Err(http_fail(what, status, &body));
+        }
+        let v: VersioningConfiguration = xml(what, &body)?;
+        Ok(v.status.as_deref() == Some("Enabled"))
+    }
+
+    /// `GetObjectLockConfiguration`: the default retention in days when object lock is
+    /// enabled with one. Upstream logs a failure and lists without immutability; so do we.
+    pub(crate) async fn retention_days(&self) -> Option<i64> {
+        let what = "GetObjectLockConfiguration";
+        let url = self.url("/", &[("object-lock", "")]).ok()?;
+        match self.get(&url, what).await {
+            Ok((status, body)) if status.is_success() => {
+                let c: ObjectLockConfiguration = xml(what, &body)
+                    .map_err(
+                        |e| tracing::warn!(error = %e, "ignoring the object lock configuration"),
+                    )
+                    .ok()?;
+                if c.object_lock_enabled.as_deref() != Some("Enabled") {
+                    tracing::warn!(
+                        "bucket versioning is enabled but object lock is not: snapshots are not immutable"
+                    );
+                    return None;
+                }
+                let days = c
+                    .rule
+                    .and_then(|r| r.default_retention)
+                    .and_then(|d| d.days);
+                if days.is_none() {
+                    tracing::warn!(
+                        "object lock is enabled without a default retention in days: no immutability end is known"
+                    );
+                }
+                days
+            }
+            Ok((status, body)) => {
+                tracing::info!(error = %http_fail(what, status, &body), "no object lock configuration");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the object lock configuration");
+                None
+            }
+        }
+    }
+
+    /// `GetObjectTagging` of one version: whether it carries the exclude tag. An error counts
+    /// as "not tagged", as in upstream's `IsSnapshotMarkedToBeIgnored`.
+    async fn excluded(&self, key: &str, version_id: &str) -> bool {
+        let what = format!("GetObjectTagging {key} (version {version_id})");
+        let url = match self.url(
+            &format!("/{}", encode_key(key)),
+            &[("tagging", ""), ("versionId", version_id)],
+        ) {
+            Ok(u) => u,
+            Err(_) => return false,
+        };
+        match self.get(&url, &what).await {
+            Ok((status, body)) if status.is_success() => match xml::<Tagging>(&what, &body) {
+                Ok(t) => t
+                    .tag_set
+                    .tags
+                    .iter()
+                    .any(|t| exclude::is_exclude_entry(&t.key, &t.value)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "treating the snapshot as not excluded");
+                    false
+                }
+            },
+            Ok((status, body)) => {
+                tracing::warn!(error = %http_fail(&what, status, &body), "treating the snapshot as not excluded");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "treating the snapshot as not excluded");
+                false
+            }
+        }
+    }
+
+    /// One `ListObjectVersions` page.
+    async fn versions_page(
+        &self,
+        prefix: &str,
+        markers: Option<&(String, String)>,
+    ) -> Result<ListVersionsResult, ListError> {
+        let mut query = vec![("versions", ""), ("prefix", prefix)];
+        if let Some((k, v)) = markers {
+            query.push(("key-marker", k));
+            if !v.is_empty() {
+                query.push(("version-id-marker", v));
+            }
+        }
+        let what = format!("ListObjectVersions {prefix}");
+        let (status, body) = self.get(&self.url("/", &query)?, &what).await?;
+        if !status.is_success() {
+            return Err(http_fail(&what, status, &body));
+        }
+        xml(&what, &body)
+    }
+
+    /// The keys below `prefix` as upstream's versioned `List` sees them, handed to `emit` a
+    /// page at a time: folded to their oldest version, withdrawn keys dropped (or marked with
+    /// `include_excluded`). The immutability end needs the name's creation time: the caller's.
+    pub(crate) async fn list_versioned(
+        &self,
+        prefix: &str,
+        include_excluded: bool,
+        emit: &mut (dyn FnMut(ListedObject) + Send),
+    ) -> Result<(), ListError> {
+        let mut fold = S3VersionFold::default();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let page = self.versions_page(prefix, markers.as_ref()).await?;
+            for v in page.versions {
+                let last_modified_ms = chrono::DateTime::parse_from_rfc3339(&v.last_modified)
+                    .map(|t| t.timestamp_millis())
+                    .map_err(|e| {
+                        ListError(format!(
+                            "{}: LastModified {:?}: {e}",
+                            v.key, v.last_modified
+                        ))
+                    })?;
+                fold.version(
+                    &v.key,
+                    S3Version {
+                        version_id: v.version_id,
+                        last_modified_ms,
+                        size: v.size,
+                    },
+                );
+            }
+            for m in page.delete_markers {
+                fold.delete_marker(&m.key);
+            }
+            let next = match (page.is_truncated, page.next_key_marker) {
+                (true, Some(k)) => Some((k, page.next_version_id_marker.unwrap_or_default())),
+                (true, None) => {
+                    return Err(ListError(format!(
+                        "ListObjectVersions {prefix}: a truncated page without NextKeyMarker"
+                    )));
+                }
+                (false, _) => None,
+            };
+            let done = fold.complete(next.as_ref().map(|(k, _)| k.as_str()));
+            let resolved = stream::iter(done)
+                .map(|(key, k)| self.resolve(key, k))
+                .buffered(TAG_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await;
+            for (key, k, excluded) in resolved {
+                let Some(oldest) = k.oldest else { continue };
+                if excluded && !include_excluded {
+                    tracing::info!(object = %crate::show::name(&key), version = %oldest.version_id, "snapshot withdrawn by its exclude tag");
+                    continue;
+                }
+                emit(ListedObject {
+                    key,
+                    size: oldest.size,
+                    version: Some(oldest.version_id),
+                    immutable_until: None,
+                    excluded,
+                });
+            }
+            match next {
+                Some(n) => markers = Some(n),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    async fn resolve(&self, key: String, k: S3Key) -> (String, S3Key, bool) {
+        let excluded = match (&k.oldest, exclude::s3_needs_tags(&k)) {
+            (Some(v), true) => self.excluded(&key, &v.version_id).await,
+            _ => false,
+        };
+        (key, k, excluded)
+    }
+}
