@@ -429,3 +429,100 @@ fn gcs_object_metadata_lists_as_upstream() {
     );
     gcs.stop().unwrap();
 }
+
+/// A locked bucket (versioning + object lock, 1-day default retention) holding `root`'s files
+/// under `prefix`, written with boto3 (it sends the checksums AWS requires under object lock).
+const S3_LOCKED_UPLOAD: &str = r#"
+import sys, os, json, boto3
+endpoint, bucket, prefix, root = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                  aws_secret_access_key="testing", region_name="us-east-1")
+if root:
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                s3.put_object(Bucket=bucket, Key=prefix + "/" + os.path.relpath(p, root), Body=fh.read())
+versions, markers = [], []
+for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+    versions += [v["Key"] for v in page.get("Versions", [])]
+    markers += [m["Key"] for m in page.get("DeleteMarkers", [])]
+print(json.dumps({"versions": versions, "markers": markers}))
+"#;
+
+/// Compaction into an object-locked bucket publishes its snapshot as one new object version
+/// and nothing else: no temporary object whose locked version would outlive its deletion
+/// (etcd-backup-restore's `Save` uploads under the final name too).
+#[test]
+fn compact_into_an_object_locked_bucket_leaves_no_stray_version() {
+    let Some(moto) = MotoServer::start().unwrap() else {
+        return;
+    };
+    let f = testkit::Fixture::load("3.5.1", "basic").unwrap();
+    let root = f.store().display().to_string();
+    let before: serde_json::Value = serde_json::from_str(
+        &objstore::python(
+            S3_LOCKED_UPLOAD,
+            &[&moto.endpoint(), "locked", "etcd", &root],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let n_before = before["versions"].as_array().unwrap().len();
+    assert!(n_before > 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = tmp.path().join("aws.json");
+    std::fs::write(
+        &creds,
+        format!(
+            r#"{{"accessKeyID":"{MOTO_ACCESS_KEY}","secretAccessKey":"x","region":"us-east-1"}}"#
+        ),
+    )
+    .unwrap();
+    let temp = tmp.path().join("work");
+    std::fs::create_dir_all(&temp).unwrap();
+    let out = Command::new(bin())
+        .args(["compact", "--json", "--store", "s3://locked/etcd"])
+        .arg("--store-endpoint-override")
+        .arg(moto.endpoint())
+        .arg("--snapstore-temp-directory")
+        .arg(&temp)
+        .env("AWS_APPLICATION_CREDENTIALS_JSON", &creds)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "compact: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let object = format!("etcd/{}", report["object"].as_str().unwrap());
+    let after: serde_json::Value = serde_json::from_str(
+        &objstore::python(S3_LOCKED_UPLOAD, &[&moto.endpoint(), "locked", "etcd", ""]).unwrap(),
+    )
+    .unwrap();
+    let versions: Vec<&str> = after["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(versions.len(), n_before + 1, "{versions:?}");
+    assert_eq!(versions.iter().filter(|v| **v == object).count(), 1);
+    assert!(
+        versions
+            .iter()
+            .all(|v| !v.contains(".etcd-restore-upload-")),
+        "a temporary object left a version: {versions:?}"
+    );
+    assert_eq!(
+        after["markers"],
+        serde_json::json!([]),
+        "nothing was deleted"
+    );
+    moto.stop().unwrap();
+}

@@ -1,6 +1,7 @@
 //! Publishing the packed snapshot: a temporary object, then a create-only copy to the final
-//! name, so the name appears only complete and never overwrites; and reclaiming what killed
-//! runs left behind (temporary objects, staged local uploads, work directories).
+//! name, so the name appears only complete and never overwrites (in an S3 or Azure store that
+//! keeps deleted objects, straight under the final name); and reclaiming what killed runs left
+//! behind (temporary objects, staged local uploads, work directories).
 
 use std::path::Path;
 
@@ -73,15 +74,34 @@ pub(super) async fn upload(
         },
         e => e.into(),
     };
-    if uploads_directly(store.config().map(|c| &c.backend), object_bytes) {
+    let backend = store.config().map(|c| &c.backend);
+    let too_large = uploads_directly(backend, object_bytes);
+    // A versioned or object-locked S3 bucket, or an immutable Azure container, would keep the
+    // temporary object's version after its deletion, undeletable for the retention period:
+    // there upload under the final name like etcd-backup-restore (`Save`). Not on GCS, where
+    // the parts of an upload are objects too (see `uploads_directly`).
+    let keeps_deleted = !too_large
+        && matches!(
+            backend,
+            Some(snapstore::Backend::S3(_) | snapstore::Backend::Azure(_))
+        )
+        && store.keeps_every_write().await;
+    if too_large || keeps_deleted {
         still_locked().await?;
         // Multipart uploads commit atomically, so no partial object is ever visible; only the
         // create-only guarantee is weaker (checked just before).
-        tracing::warn!(
-            object,
-            bytes = object_bytes,
-            "too large for a server-side copy; uploading under the final name directly"
-        );
+        if keeps_deleted {
+            tracing::info!(
+                object,
+                "the bucket keeps deleted objects; uploading under the final name directly"
+            );
+        } else {
+            tracing::warn!(
+                object,
+                bytes = object_bytes,
+                "too large for a server-side copy; uploading under the final name directly"
+            );
+        }
         store
             .put_multipart_file_expecting(object, packed_path, part, conc, &expected)
             .await

@@ -104,7 +104,7 @@ impl AzureRaw {
             }
         }
         let what = format!("List Blobs {prefix} (include=tags,versions)");
-        let (status, body) = retry::call(&self.retry, &what, || async {
+        let (status, _, body) = retry::call(&self.retry, &what, || async {
             let cred = self
                 .credentials
                 .get_credential()
@@ -126,6 +126,39 @@ impl AzureRaw {
             return Err(http_fail(&what, status, &body));
         }
         xml(&what, &body)
+    }
+
+    /// Whether the container is immutable (a time-based policy, or version-level WORM):
+    /// then a temporary blob could not be deleted (Get Container Properties).
+    pub(crate) async fn immutable(&self) -> Result<bool, ListError> {
+        let mut url = Url::parse(&self.container_url)
+            .map_err(|e| ListError(format!("{}: {e}", self.container_url)))?;
+        url.query_pairs_mut().append_pair("restype", "container");
+        let what = "Get Container Properties";
+        let (status, headers, body) = retry::call(&self.retry, what, || async {
+            let cred = self
+                .credentials
+                .get_credential()
+                .await
+                .map_err(|e| format!("{what}: credentials: {}", error_chain(&e)))?;
+            let mut req = http::Request::builder()
+                .method(http::Method::HEAD)
+                .uri(url.as_str())
+                .body(HttpRequestBody::empty())
+                .map_err(|e| format!("{what}: {e}"))?;
+            AzureAuthorizer::new(&cred, &self.account)
+                .try_authorize(&mut req)
+                .map_err(|e| format!("{what}: signing: {}", error_chain(&e)))?;
+            signed(&self.http, &req)
+        })
+        .await
+        .map_err(ListError)?;
+        if !status.is_success() {
+            return Err(http_fail(what, status, &body));
+        }
+        let set = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()) == Some("true");
+        Ok(set("x-ms-has-immutability-policy")
+            || set("x-ms-immutable-storage-with-versioning-enabled"))
     }
 
     /// Every listed item below `prefix` (every version, as upstream lists them), a page at a

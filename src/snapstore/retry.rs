@@ -80,12 +80,13 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Sends a request, rebuilt (and signed again) for every try, until an answer that is not
-/// retryable arrives whole; returns its status and body. `Err` says why the last try failed.
+/// retryable arrives whole; returns its status, headers and body. `Err` says why the last
+/// try failed.
 pub(crate) async fn call<F, Fut>(
     retry: &RetryConfig,
     what: &str,
     build: F,
-) -> Result<(StatusCode, Bytes), String>
+) -> Result<(StatusCode, reqwest::header::HeaderMap, Bytes), String>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<reqwest::RequestBuilder, String>>,
@@ -95,8 +96,9 @@ where
         let detail = match build().await?.send().await {
             Ok(resp) if !retryable(resp.status()) => {
                 let status = resp.status();
+                let headers = resp.headers().clone();
                 match resp.bytes().await {
-                    Ok(body) => return Ok((status, body)),
+                    Ok(body) => return Ok((status, headers, body)),
                     Err(e) => format!("reading the answer: {}", error_chain(&e)),
                 }
             }

@@ -482,6 +482,26 @@ impl Store {
         Ok(Some(listing))
     }
 
+    /// Whether the store keeps every object written even after it is deleted (an S3 bucket
+    /// with versioning, hence any object-locked one; an immutable Azure container). Writing a temporary object there leaves a
+    /// version nobody may be able to delete, so uploads go straight under their final name,
+    /// as etcd-backup-restore's `Save` does. Unknown (an error asking) counts as no.
+    pub async fn keeps_every_write(&self) -> bool {
+        use super::versions::Lister;
+        let answer = match &self.lister {
+            None => return false,
+            Some(Lister::S3(s3)) => s3.versioning_enabled().await.map_err(|e| e.to_string()),
+            Some(Lister::Azure(az)) => az.immutable().await.map_err(|e| e.to_string()),
+            // Not asked: compact keeps its temporary object on GCS, whose upload parts are
+            // objects too (src/compact/upload.rs).
+            Some(Lister::Gcs(_)) => return false,
+        };
+        answer.unwrap_or_else(|e| {
+            tracing::warn!(store = %self.describe, error = %e, "cannot tell whether the bucket keeps deleted objects; assuming not");
+            false
+        })
+    }
+
     fn include_excluded(&self) -> bool {
         self.config.as_ref().is_some_and(|c| c.include_excluded)
     }

@@ -202,6 +202,7 @@ impl S3Raw {
             signed(&self.http, &req)
         })
         .await
+        .map(|(status, _, body)| (status, body))
         .map_err(ListError)
     }
 
