@@ -100,7 +100,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli.command, Cli::command())) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", etcd_restore::show::causes(e.chain()));
             ExitCode::from(1)
         }
     }

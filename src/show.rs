@@ -33,6 +33,32 @@ pub fn name(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// An error and its causes on one line, `outer: cause: root`, each cause once. Many errors
+/// (object_store's, ours with `{source}` in the message) already print their source, so
+/// a plain walk of the chain (anyhow's `{:#}`) repeats the same text once per level; a cause
+/// whose text is already on the line is left out.
+pub fn causes<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut s = String::new();
+    for c in chain {
+        let text = c.to_string();
+        if text.is_empty() || s.contains(&text) {
+            continue;
+        }
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        s.push_str(&text);
+    }
+    s
+}
+
+/// [`causes`] of one error and its sources.
+pub fn error(e: &(dyn std::error::Error + 'static)) -> String {
+    causes(std::iter::successors(Some(e), |c| c.source()))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

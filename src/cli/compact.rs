@@ -103,7 +103,7 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
     let lease = match args.compactor.prepare() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", etcd_restore::show::causes(e.chain()));
             return Ok(ExitCode::from(1));
         }
     };
@@ -212,7 +212,11 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
                 CompactError::Locked { .. } | CompactError::LockLost { .. } => 5,
                 _ => 1,
             };
-            eprintln!("error: compacting {}: {e:#}", store.describe());
+            eprintln!(
+                "error: compacting {}: {}",
+                store.describe(),
+                etcd_restore::show::error(&e)
+            );
             return Ok(ExitCode::from(code));
         }
     };

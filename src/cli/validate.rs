@@ -83,7 +83,7 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         return match run_batch(&args, &path).await {
             Ok(code) => Ok(code),
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", etcd_restore::show::causes(e.chain()));
                 Ok(ExitCode::from(EXIT_ERROR))
             }
         };
@@ -113,7 +113,7 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     run.finish(result.is_ok(), revision);
     metrics.export(&run, &store_label, "").await;
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", etcd_restore::show::causes(e.chain()));
     }
     Ok(ExitCode::from(code))
 }

@@ -255,6 +255,9 @@ pub struct GcsConfig {
     /// as etcdbrctl's Go client does for one. Nothing asks Google or a metadata server for a
     /// token then.
     pub anonymous: bool,
+    /// `service_account_path` is a workload identity `external_account` file
+    /// ([`super::gcs_external`]).
+    pub external_account: bool,
     pub from_env: bool,
 }
 
@@ -815,7 +818,7 @@ fn with_scheme(endpoint: &str, plain_http: bool) -> String {
 }
 
 /// etcdbrctl's check of a service-account key's `project_id`.
-fn gcs_project_id_ok(id: &str) -> bool {
+pub(crate) fn gcs_project_id_ok(id: &str) -> bool {
     // ^[a-z][a-z0-9-]{4,28}[a-z0-9]$
     let b = id.as_bytes();
     (6..=30).contains(&b.len())
@@ -887,16 +890,16 @@ fn gcs_credentials(env: EnvLookup<'_>) -> Result<GcsConfig, ConfigError> {
             }
         }
         Some("external_account") => {
-            return Err(ConfigError::Credentials {
-                what,
-                detail: "external_account (workload identity federation) credentials are not supported; use a service_account key".into(),
-            });
+            let dir = path.parent().unwrap_or(Path::new("."));
+            super::gcs_external::validate(&v, dir)
+                .map_err(|detail| ConfigError::Credentials { what, detail })?;
+            g.external_account = true;
         }
         other => {
             return Err(ConfigError::Credentials {
                 what,
                 detail: format!(
-                    "unsupported credential type {other:?}, only \"service_account\" is allowed"
+                    "unsupported credential type {other:?} is used, only \"service_account\" or \"external_account\" is allowed"
                 ),
             });
         }
@@ -1365,13 +1368,15 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().contains(why), "{bad}: {err}");
         }
+        // external_account: upstream's checks start with the projectID file beside it
+        // (tests/gcs_credentials.rs has the accepted and refused files).
         std::fs::write(&sa, r#"{"type":"external_account"}"#).unwrap();
         let err = resolve(
             &["--storage-provider", "GCS", "--store-container", "b"],
             &env,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("external_account"), "{err}");
+        assert!(err.to_string().contains("projectID"), "{err}");
     }
 
     fn gcs(c: &StoreConfig) -> &GcsConfig {

@@ -10,6 +10,7 @@ pub mod delta;
 pub mod exclude;
 pub mod fetch;
 pub mod gcs;
+pub mod gcs_external;
 pub mod latest;
 mod local_list;
 pub mod name;

@@ -61,22 +61,10 @@ impl<'a> Attempts<'a> {
     }
 }
 
-/// `std::error::Error` plus its sources on one line (reqwest's top-level message alone says
-/// little: "error sending request"). Many errors (object_store's among them) already put
-/// their source into their own message; a source whose text is already on the line is not
-/// repeated, so every cause appears once.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !text.is_empty() && !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
+/// `std::error::Error` plus its sources on one line, each cause once ([`crate::show::causes`];
+/// reqwest's top-level message alone says little: "error sending request").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    crate::show::error(e)
 }
 
 /// Sends a request, rebuilt (and signed again) for every try, until an answer that is not

@@ -249,6 +249,21 @@ impl Store {
                 // nothing can ask Google or a metadata server for a token.
                 let auth = if g.anonymous {
                     None
+                } else if let (true, Some(p)) = (g.external_account, &g.service_account_path) {
+                    let ext = super::gcs_external::ExternalAccount::from_file(p, retry_config())
+                        .map_err(|detail| StoreError::Setup {
+                            store: describe.clone(),
+                            detail,
+                        })?;
+                    Some(Arc::new(ext) as object_store::gcp::GcpCredentialProvider)
+                } else if g.base_url.is_some() && g.service_account_path.is_none() {
+                    // Without a key file object_store would try application default
+                    // credentials and then the cloud metadata server: never for a store
+                    // named by its endpoint.
+                    return Err(StoreError::Setup {
+                        store: describe,
+                        detail: "an https endpoint override and no credentials: set GOOGLE_APPLICATION_CREDENTIALS (a service_account or external_account file), or use an http:// emulator endpoint or STORAGE_EMULATOR_HOST (no authentication); the metadata server is never asked for a store with an endpoint override".into(),
+                    });
                 } else {
                     let mut b = if g.from_env {
                         object_store::gcp::GoogleCloudStorageBuilder::from_env()
