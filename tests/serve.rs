@@ -4,14 +4,13 @@
 //! file and start a real etcd 3.5.1 with `--config-file` on the data directory. What etcd then
 //! serves is compared with the fixture's oracle (what the source etcd said).
 
-use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use testkit::wrapper::{Ready, Serve as Server, get, request};
 use testkit::{EtcdBins, EtcdConfig, EtcdProcess, Fixture, ManagedProcess, free_port, tempfile};
 
 fn bin() -> &'static str {
@@ -21,153 +20,13 @@ fn bin() -> &'static str {
 const POD: &str = "etcd-test-0";
 const TOKEN: &str = "serve-test-token";
 
-/// One answer: status code, lower-cased headers, body.
-struct Answer {
-    code: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
+fn start(args: &[String], env: &[(&str, &str)], log: &Path) -> Server {
+    Server::spawn(bin(), args, env, log, Ready::Healthz)
 }
 
-/// A minimal HTTP/1.1 GET over loopback (one connection per request, as Go's client does
-/// with keep-alive off); bodies are always sized by Content-Length here.
-fn get(addr: SocketAddr, path: &str) -> std::io::Result<Answer> {
-    request(addr, "GET", path)
-}
-
-/// [`get`] with any method (no request body, as druid's snapshot triggers send none).
-fn request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<Answer> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no header end in {text:?}")))?;
-    let mut lines = head.lines();
-    let status = lines.next().unwrap_or_default();
-    let code = status
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {status:?}")))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Ok(Answer {
-        code,
-        headers,
-        body: body.to_string(),
-    })
-}
-
-/// How to tell the server is up.
-#[derive(Clone, Copy)]
-enum Ready {
-    Healthz,
-    /// TLS: the port accepts connections.
-    Connect,
-}
-
-/// A running `etcd-restore serve`, stopped by PID (SIGTERM) when dropped.
-struct Server {
-    proc: ManagedProcess,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(args: &[String], env: &[(&str, &str)], log: &Path) -> Server {
-        Server::spawn(args, env, log, Ready::Healthz)
-    }
-
-    fn spawn(args: &[String], env: &[(&str, &str)], log: &Path, ready: Ready) -> Server {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(bin());
-        cmd.arg("-v")
-            .arg("serve")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .args(args);
-        for k in ["POD_NAME", "POD_NAMESPACE", "ETCD_CONF"] {
-            cmd.env_remove(k);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let proc =
-            ManagedProcess::spawn(cmd, &format!("etcd-restore serve on {addr}"), log).unwrap();
-        let mut s = Server { proc, addr };
-        let t0 = Instant::now();
-        let up = |addr| match ready {
-            Ready::Healthz => get(addr, "/healthz").is_ok(),
-            Ready::Connect => TcpStream::connect(addr).is_ok(),
-        };
-        while !up(addr) {
-            if let Some(st) = s.proc.try_exited() {
-                panic!("serve exited: {st}: {}", s.proc.log_tail(4096));
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "serve not answering: {}",
-                s.proc.log_tail(4096)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        get(self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
-    }
-
-    fn log(&self) -> String {
-        self.proc.log_tail(8192)
-    }
-}
-
-/// etcd-wrapper's `determineValidationMode`.
-fn wrapper_mode(exit_code_file: &Path) -> &'static str {
-    match std::fs::read_to_string(exit_code_file) {
-        Ok(s) if matches!(s.trim(), "terminated" | "interrupt") => "sanity",
-        _ => "full",
-    }
-}
-
-/// etcd-wrapper's initialization loop (`brclient`), polling every 5 ms instead of 1 s.
-/// Returns the statuses seen; stops at `Successful`, or at the first `Failed` (the wrapper
-/// would restart initialization forever).
+/// etcd-wrapper's initialization loop (`testkit::wrapper`), at most a minute.
 fn wrapper_initialize(s: &Server, exit_code_file: &Path) -> Vec<String> {
-    let mut seen: Vec<String> = Vec::new();
-    let t0 = Instant::now();
-    loop {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "initialization did not end; seen {seen:?}; log:\n{}",
-            s.log()
-        );
-        let a = s.get("/initialization/status");
-        assert_eq!(a.code, 200, "{}", a.body);
-        if seen.last() != Some(&a.body) {
-            seen.push(a.body.clone());
-        }
-        match a.body.as_str() {
-            "New" => {
-                let mode = wrapper_mode(exit_code_file);
-                let a = s.get(&format!("/initialization/start?mode={mode}"));
-                assert_eq!(a.code, 200);
-                assert_eq!(a.body, "");
-            }
-            "Successful" | "Failed" => return seen,
-            "Progress" => {}
-            other => panic!("unexpected status {other:?}"),
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    s.initialize(exit_code_file, Duration::from_secs(60))
 }
 
 /// The etcd config the cluster would mount: URL maps keyed by member name, a stale
@@ -257,7 +116,7 @@ impl Scene {
         let conf_s = conf.display().to_string();
         env.push(("ETCD_CONF", &conf_s));
         env.push(("POD_NAME", POD));
-        Server::start(&args, &env, &self.tmp.path().join("serve.log"))
+        start(&args, &env, &self.tmp.path().join("serve.log"))
     }
     /// A data directory restored by the CLI with the same member flags.
     fn restore_with_cli(&self) {
@@ -774,7 +633,7 @@ fn snapshot_triggers_answer_405_with_an_empty_body_like_etcdbrctl_without_a_snap
     // With a store (etcdbrctl would forward to its backup leader; there is none that
     // snapshots) and without one.
     let with_store = sc.server(&[], &[]);
-    let bare = Server::start(
+    let bare = start(
         &["--data-dir".to_string(), sc.data().display().to_string()],
         &[],
         &sc.tmp.path().join("bare.log"),
@@ -918,7 +777,13 @@ fn https_with_a_self_signed_certificate() {
         "--tls-key".into(),
         key_file.display().to_string(),
     ];
-    let s = Server::spawn(&args, &[], &sc.tmp.path().join("tls.log"), Ready::Connect);
+    let s = Server::spawn(
+        bin(),
+        &args,
+        &[],
+        &sc.tmp.path().join("tls.log"),
+        Ready::Connect,
+    );
     let url = |path: &str| format!("https://localhost:{}{path}", s.addr.port());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

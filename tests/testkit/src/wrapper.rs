@@ -23,11 +23,16 @@ pub struct Answer {
 /// A minimal HTTP/1.1 GET over loopback (one connection per request, as Go's client does
 /// with keep-alive off); bodies are always sized by Content-Length here.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Answer> {
+    request(addr, "GET", path)
+}
+
+/// [`get`] with any method (no request body, as druid's snapshot triggers send none).
+pub fn request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<Answer> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
