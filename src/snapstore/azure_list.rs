@@ -104,37 +104,18 @@ impl AzureRaw {
             }
         }
         let what = format!("List Blobs {prefix} (include=tags,versions)");
-        let (status, _, body) = retry::call(&self.retry, &what, || async {
-            let cred = self
-                .credentials
-                .get_credential()
-                .await
-                .map_err(|e| format!("{what}: credentials: {}", error_chain(&e)))?;
-            let mut req = http::Request::builder()
-                .method(http::Method::GET)
-                .uri(url.as_str())
-                .body(HttpRequestBody::empty())
-                .map_err(|e| format!("{what}: {e}"))?;
-            AzureAuthorizer::new(&cred, &self.account)
-                .try_authorize(&mut req)
-                .map_err(|e| format!("{what}: signing: {}", error_chain(&e)))?;
-            signed(&self.http, &req)
-        })
-        .await
-        .map_err(ListError)?;
-        if !status.is_success() {
-            return Err(http_fail(&what, status, &body));
-        }
+        let (_, body) = self.send(http::Method::GET, &url, &what).await?;
         xml(&what, &body)
     }
 
-    /// Whether the container is immutable (a time-based policy, or version-level WORM):
-    /// then a temporary blob could not be deleted (Get Container Properties).
-    pub(crate) async fn immutable(&self) -> Result<bool, ListError> {
-        let mut url = Url::parse(&self.container_url)
-            .map_err(|e| ListError(format!("{}: {e}", self.container_url)))?;
-        url.query_pairs_mut().append_pair("restype", "container");
-        let what = "Get Container Properties";
+    /// One request signed with the container's credentials, under the store's retry policy;
+    /// a status other than success is an error naming `what`.
+    async fn send(
+        &self,
+        method: http::Method,
+        url: &Url,
+        what: &str,
+    ) -> Result<(reqwest::header::HeaderMap, bytes::Bytes), ListError> {
         let (status, headers, body) = retry::call(&self.retry, what, || async {
             let cred = self
                 .credentials
@@ -142,7 +123,7 @@ impl AzureRaw {
                 .await
                 .map_err(|e| format!("{what}: credentials: {}", error_chain(&e)))?;
             let mut req = http::Request::builder()
-                .method(http::Method::HEAD)
+                .method(method.clone())
                 .uri(url.as_str())
                 .body(HttpRequestBody::empty())
                 .map_err(|e| format!("{what}: {e}"))?;
@@ -156,6 +137,17 @@ impl AzureRaw {
         if !status.is_success() {
             return Err(http_fail(what, status, &body));
         }
+        Ok((headers, body))
+    }
+
+    /// Whether the container is immutable (a time-based policy, or version-level WORM):
+    /// then a temporary blob could not be deleted (Get Container Properties).
+    pub(crate) async fn immutable(&self) -> Result<bool, ListError> {
+        let mut url = Url::parse(&self.container_url)
+            .map_err(|e| ListError(format!("{}: {e}", self.container_url)))?;
+        url.query_pairs_mut().append_pair("restype", "container");
+        let what = "Get Container Properties";
+        let (headers, _) = self.send(http::Method::HEAD, &url, what).await?;
         let set = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()) == Some("true");
         Ok(set("x-ms-has-immutability-policy")
             || set("x-ms-immutable-storage-with-versioning-enabled"))
