@@ -30,10 +30,12 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Answer> {
 pub fn request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<Answer> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(
-        s,
+    // One write, as Go's client sends a request: `write!` on the socket would send each
+    // piece of the format as its own segment.
+    let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    s.write_all(head.as_bytes())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
