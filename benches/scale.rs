@@ -46,7 +46,7 @@ use std::time::Instant;
 
 use e2e::{
     ETCD_VERSION, Measured, R, TIME, embedded_restore, env_or, generate_input, json, mib, os,
-    run_measured, secs,
+    parse_size, run_measured, secs,
 };
 use serde::Deserialize;
 use testkit::EtcdBins;
@@ -183,16 +183,6 @@ fn thousands(n: i64) -> String {
         out.push(c);
     }
     if n < 0 { format!("-{out}") } else { out }
-}
-
-fn parse_size(s: &str) -> R<u64> {
-    let s = s.trim();
-    for (unit, mul) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if let Some(n) = s.strip_suffix(unit) {
-            return Ok((n.trim().parse::<f64>()? * mul as f64) as u64);
-        }
-    }
-    Ok(s.parse()?)
 }
 
 fn bench() -> R<()> {

@@ -41,7 +41,7 @@ use std::process::{Command, ExitCode};
 
 use e2e::{
     ETCD_VERSION, Measured, R, TIME, embedded_compact, embedded_restore, env_or, generate_input,
-    json, make_plan, mib, open_store, os, run_measured, runtime, secs,
+    json, make_plan, mib, open_store, os, parse_size, run_measured, runtime, secs,
 };
 use testkit::EtcdBins;
 
@@ -90,16 +90,6 @@ fn median(v: &[f64]) -> f64 {
         n if n % 2 == 1 => v[n / 2],
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
-}
-
-fn parse_size(s: &str) -> R<u64> {
-    let s = s.trim();
-    for (unit, mul) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if let Some(n) = s.strip_suffix(unit) {
-            return Ok((n.trim().parse::<f64>()? * mul as f64) as u64);
-        }
-    }
-    Ok(s.parse()?)
 }
 
 fn run_cmd(cmd: &mut Command) -> R<()> {

@@ -426,6 +426,17 @@ pub fn generate_input(revisions: &str, db_bytes: &str) -> R<PathBuf> {
     Ok(dir)
 }
 
+/// A size with an optional `KiB`/`MiB`/`GiB` suffix (the benches' environment knobs).
+pub fn parse_size(s: &str) -> R<u64> {
+    let s = s.trim();
+    for (unit, mul) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if let Some(n) = s.strip_suffix(unit) {
+            return Ok((n.trim().parse::<f64>()? * mul as f64) as u64);
+        }
+    }
+    Ok(s.parse()?)
+}
+
 pub fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }

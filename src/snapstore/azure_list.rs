@@ -10,7 +10,7 @@ use reqwest::Url;
 
 use super::exclude::{self, ListedObject};
 use super::retry::{self, error_chain};
-use super::versions::{ListError, http_fail, signed, xml};
+use super::versions::{ListError, TagSet, http_fail, signed, xml};
 
 /// A container's blob listing with tags and versions.
 #[derive(Debug)]
@@ -62,20 +62,6 @@ struct Properties {
 struct Tags {
     #[serde(default)]
     tag_set: TagSet,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-struct TagSet {
-    #[serde(default, rename = "Tag")]
-    tags: Vec<Tag>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Tag {
-    key: String,
-    #[serde(default)]
-    value: String,
 }
 
 fn parse_time(s: &str) -> Option<i64> {

@@ -134,18 +134,19 @@ struct Tagging {
     tag_set: TagSet,
 }
 
+/// An S3 `TagSet` (GetObjectTagging) or Azure `Tags` element's list (List Blobs).
 #[derive(Debug, Default, serde::Deserialize)]
-struct TagSet {
+pub(crate) struct TagSet {
     #[serde(default, rename = "Tag")]
-    tags: Vec<Tag>,
+    pub(crate) tags: Vec<Tag>,
 }
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Tag {
-    key: String,
+pub(crate) struct Tag {
+    pub(crate) key: String,
     #[serde(default)]
-    value: String,
+    pub(crate) value: String,
 }
 
 /// Percent-encodes an object key for a URL path (keeps `/`).
