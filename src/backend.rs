@@ -9,7 +9,6 @@ use bbolt::{Db, OpenOptions};
 use crate::mvcc::hashkv::{HashKv, HashKvError, HashKvMeta, hash_kv};
 use crate::mvcc::kv::Lease;
 use crate::mvcc::revision::parse_rev_key;
-use crate::replay::ReplayError;
 
 pub const KEY_BUCKET: &[u8] = b"key";
 pub const META_BUCKET: &[u8] = b"meta";
@@ -26,9 +25,22 @@ pub struct BaseState {
     pub max_lease_ttl: Option<i64>,
 }
 
+/// Why a base database's [`BaseState`] cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseStateError {
+    #[error("base snapshot {object}: {source}")]
+    Db {
+        object: String,
+        #[source]
+        source: bbolt::Error,
+    },
+    #[error("base snapshot {object}: last key of the key bucket: {detail}")]
+    Revision { object: String, detail: String },
+}
+
 /// Reads the base's [`BaseState`].
-pub fn read_base_state(db: &Db, object: &str) -> Result<BaseState, ReplayError> {
-    let base_db = |source| ReplayError::BaseDb {
+pub fn read_base_state(db: &Db, object: &str) -> Result<BaseState, BaseStateError> {
+    let base_db = |source| BaseStateError::Db {
         object: object.to_string(),
         source,
     };
@@ -37,7 +49,7 @@ pub fn read_base_state(db: &Db, object: &str) -> Result<BaseState, ReplayError> 
     if let Some(b) = tx.bucket(KEY_BUCKET).map_err(base_db)?
         && let Some(e) = b.cursor().last().map_err(base_db)?
     {
-        let p = parse_rev_key(e.key).map_err(|e| ReplayError::BaseRevision {
+        let p = parse_rev_key(e.key).map_err(|e| BaseStateError::Revision {
             object: object.to_string(),
             detail: e.to_string(),
         })?;

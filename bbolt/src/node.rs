@@ -68,6 +68,9 @@ impl Bytes {
 #[derive(Debug, Default)]
 pub(crate) struct Heap {
     chunks: Vec<Vec<u8>>,
+    /// Empty chunks of an earlier transaction, used before new ones are allocated: fresh
+    /// megabyte allocations are mapped, faulted in and unmapped again by every transaction.
+    spare: Vec<Vec<u8>>,
     pub used: usize,
 }
 
@@ -77,8 +80,34 @@ impl Heap {
     pub const fn new() -> Heap {
         Heap {
             chunks: Vec::new(),
+            spare: Vec::new(),
             used: 0,
         }
+    }
+
+    /// A heap that fills `spare` (empty chunks from [`into_spare`](Self::into_spare)) first.
+    pub fn with_spare(spare: Vec<Vec<u8>>) -> Heap {
+        Heap {
+            spare,
+            ..Heap::new()
+        }
+    }
+
+    /// The standard-size chunks emptied for the next transaction, at most `keep` bytes of them.
+    pub fn into_spare(self, keep: usize) -> Vec<Vec<u8>> {
+        let mut kept = 0;
+        let mut spare = self.spare;
+        spare.retain(|c| c.capacity() == HEAP_CHUNK);
+        kept += spare.len() * HEAP_CHUNK;
+        for mut c in self.chunks {
+            if c.capacity() != HEAP_CHUNK || kept + HEAP_CHUNK > keep {
+                continue;
+            }
+            c.clear();
+            kept += HEAP_CHUNK;
+            spare.push(c);
+        }
+        spare
     }
 
     pub fn alloc(&mut self, data: &[u8]) -> Bytes {
@@ -88,7 +117,14 @@ impl Heap {
             .last()
             .is_some_and(|c| c.capacity() - c.len() >= len);
         if !fits {
-            self.chunks.push(Vec::with_capacity(len.max(HEAP_CHUNK)));
+            let chunk = match self.spare.pop() {
+                Some(c) if len <= HEAP_CHUNK => c,
+                other => {
+                    self.spare.extend(other);
+                    Vec::with_capacity(len.max(HEAP_CHUNK))
+                }
+            };
+            self.chunks.push(chunk);
         }
         let chunk = self.chunks.len() - 1;
         let c = &mut self.chunks[chunk];

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::file::{MappedFile, Storage};
 use crate::freelist::{self, Freelist};
 use crate::meta::{self, Meta, NO_FREELIST};
-use crate::node::Pager;
+use crate::node::{Heap, Pager};
 use crate::page;
 
 /// Writer-side settings (from `OpenOptions`).
@@ -37,7 +37,21 @@ pub(crate) struct WriterState {
     /// The free set, loaded at the first write transaction (reuse mode only).
     pub freelist: Option<Freelist>,
     pub poisoned: bool,
+    /// Buffers of the last write transaction, emptied, for the next one.
+    pub spare: Spare,
 }
+
+/// A finished write transaction's write-combining buffer and node-heap chunks. Reusing them
+/// saves each transaction mapping, faulting in and unmapping megabytes of fresh memory (most
+/// of a small commit's cost); they are no more than one transaction held at its peak.
+#[derive(Default)]
+pub(crate) struct Spare {
+    wbuf: Vec<u8>,
+    heap: Vec<Vec<u8>>,
+}
+
+/// Node-heap bytes kept for the next transaction.
+const SPARE_HEAP: usize = 8 << 20;
 
 /// State shared by the database handle and its transactions.
 pub(crate) struct Shared {
@@ -384,13 +398,16 @@ impl<'db> WriteTx<'db> {
         let txid = meta.txid + 1;
         let mut txmeta = meta;
         txmeta.txid = txid;
+        let spare = std::mem::take(&mut guard.spare);
+        let mut forest = Forest::new(meta.root, meta.root_sequence);
+        forest.ar.heap = Heap::with_spare(spare.heap);
         Ok(WriteTx {
             shared,
             guard,
             inner: TxInner {
                 ps: shared.ps,
                 hwm0: meta.pgid,
-                forest: Forest::new(meta.root, meta.root_sequence),
+                forest,
                 alloc: Alloc {
                     space,
                     txid,
@@ -399,7 +416,7 @@ impl<'db> WriteTx<'db> {
                     storage: shared.storage.clone(),
                     path: shared.path.clone(),
                     ps: shared.ps,
-                    wbuf: Vec::new(),
+                    wbuf: spare.wbuf,
                     wpos: 0,
                     stats: CommitStats::default(),
                 },
@@ -599,6 +616,13 @@ impl<'db> WriteTx<'db> {
 impl Drop for WriteTx<'_> {
     fn drop(&mut self) {
         self.finish_rollback();
+        let mut wbuf = std::mem::take(&mut self.inner.alloc.wbuf);
+        wbuf.clear();
+        if wbuf.capacity() > 2 * WRITE_COMBINE {
+            wbuf = Vec::new();
+        }
+        let heap = std::mem::take(&mut self.inner.forest.ar.heap).into_spare(SPARE_HEAP);
+        self.guard.spare = Spare { wbuf, heap };
     }
 }
 

@@ -2,12 +2,16 @@
 //! delta applied as etcd's MVCC records. Shared by restore (which then adds membership, WAL and
 //! `.snap`) and compact (which then compacts history and bulk-loads a new file).
 //!
-//! Data flows one way: the prefetcher downloads and decompresses deltas on the async side, a
-//! bounded channel hands them to one blocking thread that decodes and applies them into a
-//! bbolt write transaction, committing every `batch_bytes` at a revision boundary.
+//! Data flows one way: the prefetcher downloads and decompresses deltas on the async side, the
+//! decode thread ([`decode`]) turns them into owned batches of events, and a bounded channel
+//! hands those to the apply thread, which writes them into a bbolt write transaction,
+//! committing every `batch_bytes` at a revision boundary.
+
+mod decode;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use bbolt::{Db, FreeSpace, OpenOptions, WriteTx};
@@ -17,9 +21,11 @@ use crate::mvcc::apply::{
 };
 use crate::mvcc::kv::Lease;
 use crate::progress::{Phase, Progress};
-use crate::snapstore::{self, FetchedDelta, Plan, PrefetchOptions, Prefetcher, Store};
+use crate::snapstore::{self, DeltaError, Plan, PlannedDelta, PrefetchOptions, Prefetcher, Store};
 
-use crate::backend::{BucketScan, read_base_state};
+use decode::Decoded;
+
+use crate::backend::{BaseStateError, BucketScan, read_base_state};
 pub use crate::backend::{KEY_BUCKET, LEASE_BUCKET, META_BUCKET};
 /// etcd writes the `key` bucket with this fill percent (sequential revision keys).
 pub const KEY_FILL_PERCENT: f64 = 0.9;
@@ -39,8 +45,8 @@ pub enum ReplayError {
         #[source]
         source: bbolt::Error,
     },
-    #[error("base snapshot {object}: last key of the key bucket: {detail}")]
-    BaseRevision { object: String, detail: String },
+    #[error(transparent)]
+    BaseState(#[from] BaseStateError),
     #[error("{object}: {source}")]
     Delta {
         object: String,
@@ -156,12 +162,16 @@ pub async fn replay(
     let progress = opts.progress.clone().unwrap_or_default();
     progress.set_phase(Phase::Base);
     progress.set_deltas_total(plan.deltas.len() as u64);
-    // The deltas download and decompress (on the other cores) while the base does.
-    let early = Prefetcher::new(
-        store.clone(),
-        plan.deltas.clone(),
-        PrefetchOptions::new(opts.max_fetchers, opts.spool_dir.clone()),
-    );
+    // The deltas download, decompress and decode (on the other cores) while the base does.
+    let runtime = tokio::runtime::Handle::current();
+    let early = decode::spawn(
+        Prefetcher::new(
+            store.clone(),
+            plan.deltas.clone(),
+            PrefetchOptions::new(opts.max_fetchers, opts.spool_dir.clone()),
+        ),
+        runtime.clone(),
+    )?;
     let info = snapstore::fetch_full_with_progress(
         store,
         &plan.base,
@@ -234,10 +244,28 @@ pub async fn replay(
         .unknown_lease_ttl
         .or(base.max_lease_ttl.filter(|&t| t > 0))
         .unwrap_or(DEFAULT_UNKNOWN_LEASE_TTL);
+    // A base newer than its name (upstream 1044) covers some deltas: those must be neither
+    // applied nor even fetched (a damaged covered delta is no reason to fail), so start over
+    // with the deltas that remain. Otherwise the early downloads are the plan's.
+    let decoded = if plan.deltas.len() == planned_deltas {
+        early
+    } else {
+        drop(early);
+        decode::spawn(
+            Prefetcher::new(
+                store.clone(),
+                plan.deltas.clone(),
+                PrefetchOptions::new(opts.max_fetchers, opts.spool_dir.clone()),
+            ),
+            runtime,
+        )?
+    };
     let job = ApplyJob {
         base_rev,
         policy,
         stop_at: plan.stop_at_revision,
+        // apply_base_revision may have raised a delta's skip-through revision.
+        planned: plan.deltas.clone(),
         batch_bytes: opts.batch_bytes,
         key_state_bytes: opts.key_state_bytes,
         lease_ttl,
@@ -245,62 +273,27 @@ pub async fn replay(
         path: db_path.to_path_buf(),
         progress,
     };
-    // The apply thread takes a delta as soon as the previous one is done; the prefetcher
-    // keeps the next few ready (deltas larger than a MiB wait in mapped spool files).
-    let (tx, rx) = tokio::sync::mpsc::channel::<FetchedDelta>(1);
     let worker = std::thread::Builder::new()
         .name("apply".into())
-        .spawn(move || apply_all(db, job, rx))
+        .spawn(move || apply_all(db, job, decoded))
         .map_err(|e| ReplayError::Thread(e.to_string()))?;
-
-    // A base newer than its name (upstream 1044) covers some deltas: those must be neither
-    // applied nor even fetched (a damaged covered delta is no reason to fail), so start over
-    // with the deltas that remain. Otherwise the early downloads are the plan's.
-    let mut prefetcher = if plan.deltas.len() == planned_deltas {
-        early
-    } else {
-        drop(early);
-        Prefetcher::new(
-            store.clone(),
-            plan.deltas.clone(),
-            PrefetchOptions::new(opts.max_fetchers, opts.spool_dir.clone()),
-        )
-    };
-    let mut planned = plan.deltas.iter();
-    let mut fetch_error = None;
-    while let Some(item) = prefetcher.next().await {
-        match item {
-            Ok(mut d) => {
-                // apply_base_revision may have raised a delta's skip-through revision.
-                if let Some(p) = planned.next() {
-                    d.planned = p.clone();
-                }
-                report.delta_object_bytes += d.object_size;
-                report.delta_json_bytes += d.json().len() as u64;
-                report.deltas_applied.push(d.planned.snapshot.path.clone());
-                if tx.send(d).await.is_err() {
-                    // The applier failed; its error is the one to report.
-                    break;
-                }
-            }
-            Err(e) => {
-                fetch_error = Some(e);
-                break;
-            }
-        }
-    }
-    drop(tx);
-    drop(prefetcher);
     let outcome = tokio::task::spawn_blocking(move || worker.join())
         .await
         .map_err(|e| ReplayError::Thread(e.to_string()))?
         .map_err(|_| ReplayError::Thread("the apply thread panicked".into()))?;
-    let (stats, final_rev, commits) = outcome?;
-    if let Some(e) = fetch_error {
-        return Err(e.into());
+    let Applied {
+        stats,
+        final_revision,
+        commits,
+        deltas,
+    } = outcome?;
+    for d in deltas {
+        report.delta_object_bytes += d.object_size;
+        report.delta_json_bytes += d.json_bytes;
+        report.deltas_applied.push(d.object);
     }
     report.apply = stats;
-    report.final_revision = final_rev;
+    report.final_revision = final_revision;
     report.commits = commits;
     report.seconds_applying = t1.elapsed().as_secs_f64();
     Ok(report)
@@ -366,13 +359,20 @@ impl BaseLookup for DbSink<'_> {
     }
 }
 
-type ApplyOutcome = (ApplyStats, i64, u64);
+/// What the apply thread did.
+struct Applied {
+    stats: ApplyStats,
+    final_revision: i64,
+    commits: u64,
+    deltas: Vec<decode::DeltaDone>,
+}
 
 /// What the apply thread needs besides the database and the deltas.
 struct ApplyJob {
     base_rev: i64,
     policy: LeasePolicy,
     stop_at: Option<i64>,
+    planned: Vec<PlannedDelta>,
     batch_bytes: usize,
     key_state_bytes: usize,
     /// TTL of the leases granted for keys whose lease the base does not have.
@@ -382,15 +382,12 @@ struct ApplyJob {
     progress: Arc<Progress>,
 }
 
-fn apply_all(
-    db: Db,
-    job: ApplyJob,
-    mut rx: tokio::sync::mpsc::Receiver<FetchedDelta>,
-) -> Result<ApplyOutcome, ReplayError> {
+fn apply_all(db: Db, job: ApplyJob, rx: Receiver<Decoded>) -> Result<Applied, ReplayError> {
     let ApplyJob {
         base_rev,
         policy,
         stop_at,
+        planned,
         batch_bytes,
         key_state_bytes,
         lease_ttl,
@@ -411,27 +408,54 @@ fn apply_all(
         batch_bytes,
         commits: 0,
     };
-    while let Some(delta) = rx.blocking_recv() {
-        let object = delta.planned.snapshot.path.clone();
+    let mut deltas = Vec::with_capacity(planned.len());
+    loop {
+        let batch = match rx.recv() {
+            Ok(Decoded::Batch(b)) => b,
+            Ok(Decoded::DeltaDone(d)) => {
+                tracing::info!(object = %d.object, revision = applier.current_revision(), "delta applied");
+                progress.delta_done(applier.current_revision());
+                deltas.push(d);
+                continue;
+            }
+            Ok(Decoded::Failed(e)) => return Err(e),
+            Ok(Decoded::End) => break,
+            Err(_) => {
+                return Err(ReplayError::Thread(
+                    "the decode thread stopped unexpectedly".into(),
+                ));
+            }
+        };
+        let Some(delta) = planned.get(batch.delta) else {
+            return Err(ReplayError::Thread(format!(
+                "the decode thread sent delta {} of a plan of {}",
+                batch.delta,
+                planned.len()
+            )));
+        };
         // Events the plan already covers through another delta (overlaps, upstream 1043) were
         // compared by the prefetcher; events at or below the base are checked by the applier.
-        let skip_through = delta.planned.skip_through_revision.unwrap_or(0);
-        // The prefetcher already checked the SHA-256 trailer (one delta ahead).
-        let result = delta.decode(|ev| {
+        let skip_through = delta.skip_through_revision.unwrap_or(0);
+        for (index, ev) in batch.events() {
             if stop_at.is_some_and(|s| ev.mod_revision > s) {
-                return Ok(());
+                continue;
             }
             if ev.mod_revision <= skip_through && ev.mod_revision > base_rev {
-                return Ok(());
+                continue;
             }
-            applier.apply(ev, &mut sink)
-        });
-        result.map_err(|source| ReplayError::Delta {
-            object: object.clone(),
-            source: Box::new(source),
-        })?;
-        tracing::info!(object = %object, revision = applier.current_revision(), "delta applied");
-        progress.delta_done(applier.current_revision());
+            applier.apply(&ev, &mut sink).map_err(|source| {
+                let object = delta.snapshot.path.clone();
+                ReplayError::Delta {
+                    source: Box::new(DeltaError::Callback {
+                        object: object.clone(),
+                        index,
+                        revision: ev.mod_revision,
+                        source,
+                    }),
+                    object,
+                }
+            })?;
+        }
     }
     progress.set_phase(Phase::Verifying);
     applier.finish(&mut sink).map_err(ReplayError::Verify)?;
@@ -476,9 +500,10 @@ fn apply_all(
         }
         stats.leases_granted = leases.len() as u64;
     }
-    Ok((
+    Ok(Applied {
         stats,
-        applier.current_revision(),
-        commits + u64::from(stats.leases_granted > 0),
-    ))
+        final_revision: applier.current_revision(),
+        commits: commits + u64::from(stats.leases_granted > 0),
+        deltas,
+    })
 }
