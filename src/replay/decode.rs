@@ -8,7 +8,7 @@
 //! applied before the error is reported, as when decoding and applying were one loop.
 
 use std::ops::Range;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvError, SyncSender, sync_channel};
 
 use crate::snapstore::{DeltaError, Event, EventKind, FetchedDelta, Prefetcher};
 
@@ -58,12 +58,23 @@ struct BatchedEvent {
 }
 
 impl EventBatch {
-    fn new(delta: usize, first_event: u64) -> Self {
-        EventBatch {
-            delta,
-            first_event,
-            arena: Vec::with_capacity(BATCH_BYTES),
-            events: Vec::new(),
+    /// An empty batch, reusing one the applier is done with when there is one: a fresh
+    /// half-megabyte arena per batch is mapped, faulted in and unmapped each time.
+    fn new(delta: usize, first_event: u64, used: &Receiver<EventBatch>) -> Self {
+        match used.try_recv() {
+            Ok(mut b) => {
+                b.delta = delta;
+                b.first_event = first_event;
+                b.arena.clear();
+                b.events.clear();
+                b
+            }
+            Err(_) => EventBatch {
+                delta,
+                first_event,
+                arena: Vec::with_capacity(BATCH_BYTES),
+                events: Vec::new(),
+            },
         }
     }
 
@@ -103,24 +114,49 @@ impl EventBatch {
     }
 }
 
-/// Starts the decode thread on the prefetcher's output. Dropping the receiver stops it (at
-/// its next batch) and with it the prefetcher's downloads.
+/// The applier's end of the decode stage.
+pub struct Stage {
+    decoded: Receiver<Decoded>,
+    used: SyncSender<EventBatch>,
+}
+
+impl Stage {
+    pub fn recv(&self) -> Result<Decoded, RecvError> {
+        self.decoded.recv()
+    }
+
+    /// Hands an applied batch back for reuse.
+    pub fn recycle(&self, b: EventBatch) {
+        if b.arena.capacity() <= 2 * BATCH_BYTES {
+            let _ = self.used.try_send(b);
+        }
+    }
+}
+
+/// Starts the decode thread on the prefetcher's output. Dropping the stage stops it (at its
+/// next batch) and with it the prefetcher's downloads.
 pub fn spawn(
     prefetcher: Prefetcher,
     runtime: tokio::runtime::Handle,
-) -> Result<Receiver<Decoded>, ReplayError> {
-    let (tx, rx) = sync_channel(QUEUE_BATCHES);
+) -> Result<Stage, ReplayError> {
+    let (tx, decoded) = sync_channel(QUEUE_BATCHES);
+    let (used, used_rx) = sync_channel(QUEUE_BATCHES + 2);
     std::thread::Builder::new()
         .name("decode".into())
-        .spawn(move || run(prefetcher, &runtime, &tx))
+        .spawn(move || run(prefetcher, &runtime, &tx, &used_rx))
         .map_err(|e| ReplayError::Thread(e.to_string()))?;
-    Ok(rx)
+    Ok(Stage { decoded, used })
 }
 
 /// A send fails only when the applier is gone (it failed or the replay was abandoned).
 struct Gone;
 
-fn run(mut prefetcher: Prefetcher, runtime: &tokio::runtime::Handle, tx: &SyncSender<Decoded>) {
+fn run(
+    mut prefetcher: Prefetcher,
+    runtime: &tokio::runtime::Handle,
+    tx: &SyncSender<Decoded>,
+    used: &Receiver<EventBatch>,
+) {
     let mut index = 0;
     loop {
         let item = match runtime.block_on(prefetcher.next()) {
@@ -134,7 +170,7 @@ fn run(mut prefetcher: Prefetcher, runtime: &tokio::runtime::Handle, tx: &SyncSe
             }
             Some(Ok(d)) => d,
         };
-        match decode_one(&item, index, tx) {
+        match decode_one(&item, index, tx, used) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 let _ = tx.send(Decoded::Failed(e));
@@ -160,14 +196,15 @@ fn decode_one(
     d: &FetchedDelta,
     index: usize,
     tx: &SyncSender<Decoded>,
+    used: &Receiver<EventBatch>,
 ) -> Result<Result<(), ReplayError>, Gone> {
-    let mut batch = EventBatch::new(index, 0);
+    let mut batch = EventBatch::new(index, 0, used);
     let mut sent = 0u64;
     let result = d.decode(|ev| {
         batch.push(ev);
         if batch.arena.len() >= BATCH_BYTES {
             sent += batch.events.len() as u64;
-            let full = std::mem::replace(&mut batch, EventBatch::new(index, sent));
+            let full = std::mem::replace(&mut batch, EventBatch::new(index, sent, used));
             tx.send(Decoded::Batch(full)).map_err(|_| Gone)?;
         }
         Ok(())

@@ -11,7 +11,6 @@ mod decode;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use bbolt::{Db, FreeSpace, OpenOptions, WriteTx};
@@ -382,7 +381,7 @@ struct ApplyJob {
     progress: Arc<Progress>,
 }
 
-fn apply_all(db: Db, job: ApplyJob, rx: Receiver<Decoded>) -> Result<Applied, ReplayError> {
+fn apply_all(db: Db, job: ApplyJob, rx: decode::Stage) -> Result<Applied, ReplayError> {
     let ApplyJob {
         base_rev,
         policy,
@@ -456,6 +455,7 @@ fn apply_all(db: Db, job: ApplyJob, rx: Receiver<Decoded>) -> Result<Applied, Re
                 }
             })?;
         }
+        rx.recycle(batch);
     }
     progress.set_phase(Phase::Verifying);
     applier.finish(&mut sink).map_err(ReplayError::Verify)?;
