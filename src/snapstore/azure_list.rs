@@ -9,8 +9,8 @@ use object_store::client::HttpRequestBody;
 use reqwest::Url;
 
 use super::exclude::{self, ListedObject};
+use super::provider_http::{ListError, TagSet, http_fail, signed, xml};
 use super::retry::{self, error_chain};
-use super::versions::{ListError, TagSet, http_fail, signed, xml};
 
 /// A container's blob listing with tags and versions.
 #[derive(Debug)]

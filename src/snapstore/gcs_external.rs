@@ -191,7 +191,7 @@ impl ExternalAccount {
         let over = std::env::var(TEST_AUTH_URL_ENV)
             .ok()
             .filter(|o| !o.is_empty());
-        let http = super::versions::http_client(over.is_some(), false, None)?;
+        let http = super::provider_http::http_client(over.is_some(), false, None)?;
         let rebase = |u: String| match &over {
             Some(base) => match reqwest::Url::parse(&u) {
                 Ok(p) => format!("{}{}", base.trim_end_matches('/'), p.path()),

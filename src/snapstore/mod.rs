@@ -16,6 +16,7 @@ mod local_list;
 pub mod name;
 pub mod plan;
 pub mod prefetch;
+mod provider_http;
 mod retry;
 pub mod spool;
 pub mod store;
