@@ -1,7 +1,6 @@
-//! GCS workload identity federation: `external_account` credential files, accepted with
-//! etcd-backup-restore's validation (v0.39+, `validateExternalAccountCredentials` in
-//! `pkg/snapstore/gcs_snapstore.go`, itself copied from gardener-extension-provider-gcp) and
-//! turned into access tokens the way Google's `externalaccount` client does: the projected
+//! GCS workload identity federation: an `external_account` credential file, accepted by
+//! [`super::gcs_credential_checks`] as etcd-backup-restore checks it, turned into access tokens
+//! the way Google's `externalaccount` client does: the projected
 //! service-account token (`credential_source.file`) is exchanged at the STS `token_url`, then,
 //! if given, for a service account's token at `service_account_impersonation_url`.
 //!
@@ -17,15 +16,9 @@ use object_store::gcp::GcpCredential;
 use object_store::{CredentialProvider, RetryConfig};
 use serde_json::Value;
 
+use super::gcs_credential_checks::IMPERSONATION_KEY;
 use super::retry;
 
-/// `allowedSubjectTokenType`.
-pub const ALLOWED_SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
-/// `allowedTokenURLs`.
-pub const ALLOWED_TOKEN_URLS: [&str; 1] = ["https://sts.googleapis.com/v1/token"];
-const IMPERSONATION_PREFIX: &str =
-    "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/";
-const IMPERSONATION_SUFFIX: &str = ":generateAccessToken";
 /// The scopes Go's `storage.NewClient` asks for.
 const SCOPES: [&str; 2] = [
     "https://www.googleapis.com/auth/devstorage.full_control",
@@ -33,125 +26,6 @@ const SCOPES: [&str; 2] = [
 ];
 /// The test-only override of Google's auth hosts (module docs).
 pub const TEST_AUTH_URL_ENV: &str = "ETCD_RESTORE_TEST_GOOGLE_AUTH_URL";
-
-const REQUIRED: [&str; 6] = [
-    "audience",
-    "credential_source",
-    "subject_token_type",
-    "token_url",
-    "type",
-    "universe_domain",
-];
-const IMPERSONATION_KEY: &str = "service_account_impersonation_url";
-
-/// `allowedServiceAccountImpersonationURLRegExps`:
-/// `^https://iamcredentials\.googleapis\.com/v1/projects/-/serviceAccounts/.+:generateAccessToken$`
-/// (RE2: `.` is not a newline, `$` is the end of the text).
-fn impersonation_url_allowed(u: &str) -> bool {
-    u.strip_prefix(IMPERSONATION_PREFIX)
-        .and_then(|r| r.strip_suffix(IMPERSONATION_SUFFIX))
-        .is_some_and(|mid| !mid.is_empty() && !mid.contains('\n'))
-}
-
-fn is_https(u: &str) -> bool {
-    reqwest::Url::parse(u).is_ok_and(|u| u.scheme() == "https")
-}
-
-/// Go's `%q` of a JSON value as upstream prints it in its errors (close enough: the JSON).
-fn shown(v: &Value) -> String {
-    match v {
-        Value::String(s) => format!("{s:?}"),
-        other => other.to_string(),
-    }
-}
-
-/// Upstream's checks, in upstream's order, on a parsed `external_account` file whose
-/// directory is `dir` (the mounted secret: `projectID` and `token` beside it).
-pub fn validate(creds: &Value, dir: &Path) -> Result<(), String> {
-    let project = std::fs::read(dir.join("projectID"))
-        .map_err(|e| format!("{}: {e}", dir.join("projectID").display()))?;
-    // Compared as read, like upstream (`string(projectID)`): a trailing newline fails.
-    if !super::config::gcs_project_id_ok(&String::from_utf8_lossy(&project)) {
-        return Err(
-            "external account project ID does not match the expected format \"^(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])$\""
-                .into(),
-        );
-    }
-    let Some(map) = creds.as_object() else {
-        return Err(
-            "failed to parse external account credentials config: not a JSON object".into(),
-        );
-    };
-    let extra: Vec<&str> = map
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !REQUIRED.contains(k) && *k != IMPERSONATION_KEY)
-        .collect();
-    if !extra.is_empty() {
-        return Err(format!(
-            "credentialsConfig contains not allowed fields {:?}, the only allowed fields are \"{}, {IMPERSONATION_KEY}\"",
-            extra.join(","),
-            REQUIRED.join(", ")
-        ));
-    }
-    if let Some(f) = REQUIRED.iter().find(|f| !map.contains_key(**f)) {
-        return Err(format!(
-            "credentialsConfig is missing the required field {f:?}"
-        ));
-    }
-    let stt = &map["subject_token_type"];
-    if stt.as_str() != Some(ALLOWED_SUBJECT_TOKEN_TYPE) {
-        return Err(format!(
-            "field \"subject_token_type\" has invalid value {}, allowed is {ALLOWED_SUBJECT_TOKEN_TYPE:?}",
-            shown(stt)
-        ));
-    }
-    let Some(token_url) = map["token_url"].as_str() else {
-        return Err("field \"token_url\" must have value of type string".into());
-    };
-    if !ALLOWED_TOKEN_URLS.contains(&token_url) {
-        return Err(format!(
-            "field \"token_url\" is set to {token_url:?} which is not among the allowed values {:?}",
-            ALLOWED_TOKEN_URLS.join(",")
-        ));
-    }
-    if !is_https(token_url) {
-        return Err(format!(
-            "field \"token_url\" having value {token_url:?} must use the https scheme"
-        ));
-    }
-    let Some(source) = map["credential_source"].as_object() else {
-        return Err("field \"credential_source\" must have value of type map[string]any".into());
-    };
-    let expected = serde_json::json!({
-        "file": dir.join("token").display().to_string(),
-        "format": { "type": "text" },
-    });
-    if Value::Object(source.clone()) != expected {
-        return Err(format!(
-            "field \"credential_source\" has invalid value {}, expected value is {expected}",
-            Value::Object(source.clone())
-        ));
-    }
-    if let Some(u) = map.get(IMPERSONATION_KEY) {
-        let Some(u) = u.as_str() else {
-            return Err(format!(
-                "field {IMPERSONATION_KEY:?} must have value of type string"
-            ));
-        };
-        if !impersonation_url_allowed(u) {
-            return Err(format!(
-                "field {IMPERSONATION_KEY:?} is set to {u:?} which is not among the allowed values \"^https://iamcredentials\\\\.googleapis\\\\.com/v1/projects/-/serviceAccounts/.+:generateAccessToken$\""
-            ));
-        }
-        if !is_https(u) {
-            return Err(format!(
-                "field {IMPERSONATION_KEY:?} is using a scheme other than https"
-            ));
-        }
-    }
-    Ok(())
-}
 
 /// Access tokens from an `external_account` file, cached until a minute before they expire.
 #[derive(Debug)]
@@ -182,7 +56,7 @@ struct ImpersonationAnswer {
 }
 
 impl ExternalAccount {
-    /// From a file [`validate`] accepted.
+    /// From a file [`super::gcs_credential_checks`] accepted.
     pub fn from_file(path: &Path, retry: RetryConfig) -> Result<ExternalAccount, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let v: Value =
@@ -319,25 +193,5 @@ impl CredentialProvider for ExternalAccount {
         let refresh = Instant::now() + ttl.saturating_sub(Duration::from_secs(60));
         *cache = Some((c.clone(), refresh));
         Ok(c)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn impersonation_urls_as_upstream_regexp() {
-        let ok = "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateAccessToken";
-        assert!(impersonation_url_allowed(ok));
-        for bad in [
-            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/:generateAccessToken",
-            "https://iamcredentials.googleapis.com/v1/projects/p/serviceAccounts/sa:generateAccessToken",
-            "http://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa:generateAccessToken",
-            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa:generateAccessToken/x",
-            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/s\na:generateAccessToken",
-        ] {
-            assert!(!impersonation_url_allowed(bad), "{bad}");
-        }
     }
 }

@@ -10,6 +10,7 @@ pub mod delta;
 pub mod exclude;
 pub mod fetch;
 pub mod gcs;
+mod gcs_credential_checks;
 pub mod gcs_external;
 pub mod latest;
 mod local_list;
