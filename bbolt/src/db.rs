@@ -50,6 +50,11 @@ pub struct OpenOptions {
     /// also covers locks held for a moment by a child process that inherited the descriptor
     /// between fork and exec.
     pub lock_timeout: std::time::Duration,
+    /// Bytes of a finished write transaction's buffers (its write-combining buffer, then its
+    /// node-heap chunks) kept for the next one, which then need not map and fault in fresh
+    /// memory: much of a small commit's cost. They stay resident between transactions, so
+    /// 0 (free them) unless many transactions follow each other.
+    pub keep_buffers: usize,
 }
 
 impl Default for OpenOptions {
@@ -64,6 +69,7 @@ impl Default for OpenOptions {
             mapped_budget: 8 << 20,
             lock: true,
             lock_timeout: std::time::Duration::from_secs(2),
+            keep_buffers: 0,
         }
     }
 }
@@ -198,6 +204,7 @@ impl Db {
             append_only: opts.free_space == FreeSpace::AppendOnly,
             no_sync: opts.no_sync,
             mapped_budget: opts.mapped_budget,
+            keep_buffers: opts.keep_buffers,
         };
         Ok(Db {
             shared: Shared {

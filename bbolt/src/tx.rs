@@ -25,6 +25,7 @@ pub(crate) struct TxConfig {
     pub append_only: bool,
     pub no_sync: bool,
     pub mapped_budget: usize,
+    pub keep_buffers: usize,
 }
 
 pub(crate) struct Current {
@@ -41,17 +42,14 @@ pub(crate) struct WriterState {
     pub spare: Spare,
 }
 
-/// A finished write transaction's write-combining buffer and node-heap chunks. Reusing them
-/// saves each transaction mapping, faulting in and unmapping megabytes of fresh memory (most
-/// of a small commit's cost); they are no more than one transaction held at its peak.
+/// A finished write transaction's write-combining buffer and node-heap chunks, up to
+/// `OpenOptions::keep_buffers` bytes: reusing them saves each transaction mapping, faulting
+/// in and unmapping megabytes of fresh memory.
 #[derive(Default)]
 pub(crate) struct Spare {
     wbuf: Vec<u8>,
     heap: Vec<Vec<u8>>,
 }
-
-/// Node-heap bytes kept for the next transaction.
-const SPARE_HEAP: usize = 8 << 20;
 
 /// State shared by the database handle and its transactions.
 pub(crate) struct Shared {
@@ -618,10 +616,12 @@ impl Drop for WriteTx<'_> {
         self.finish_rollback();
         let mut wbuf = std::mem::take(&mut self.inner.alloc.wbuf);
         wbuf.clear();
-        if wbuf.capacity() > 2 * WRITE_COMBINE {
+        let keep = self.shared.cfg.keep_buffers;
+        if wbuf.capacity() > keep {
             wbuf = Vec::new();
         }
-        let heap = std::mem::take(&mut self.inner.forest.ar.heap).into_spare(SPARE_HEAP);
+        let heap = std::mem::take(&mut self.inner.forest.ar.heap)
+            .into_spare(keep.saturating_sub(wbuf.capacity()));
         self.guard.spare = Spare { wbuf, heap };
     }
 }
