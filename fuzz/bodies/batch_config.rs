@@ -1,7 +1,7 @@
 //! Batch files from anywhere: never panic; whatever is accepted keeps the promises the
 //! checker makes (unique aliases and stores, data dirs unique and not nested in each other).
 //!
-//! Shared by the cargo-fuzz target and `tests/fuzz_smoke.rs` (which replays the corpus).
+//! Shared by the cargo-fuzz target and `tests/it/reliability/fuzz_smoke.rs` (which replays the corpus).
 use std::path::Path;
 
 use etcd_restore::batch::{Batch, Purpose};

@@ -3,7 +3,7 @@
 //! input is also tried with both meta checksums repaired, so the fuzzer gets past meta
 //! validation into the trees.
 //!
-//! Shared by the cargo-fuzz target and `tests/fuzz_smoke.rs` (which replays the corpus).
+//! Shared by the cargo-fuzz target and `tests/it/reliability/fuzz_smoke.rs` (which replays the corpus).
 fn exercise(data: &[u8]) {
     let _ = bbolt::check::check_bytes(
         data,

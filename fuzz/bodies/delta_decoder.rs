@@ -1,7 +1,7 @@
 //! Delta decoder and decompressors on arbitrary bytes: never panic, never read out of bounds;
 //! every error names the object; accepted JSON yields events whose revisions never go back.
 //!
-//! Shared by the cargo-fuzz target and `tests/fuzz_smoke.rs` (which replays the corpus).
+//! Shared by the cargo-fuzz target and `tests/it/reliability/fuzz_smoke.rs` (which replays the corpus).
 use std::convert::Infallible;
 
 use etcd_restore::snapstore::{Compression, decode_delta, decode_delta_json, decompress_vec};

@@ -1,7 +1,7 @@
 //! Arbitrary bytes as a `.snap` file (and as a file name): reading must never panic, and
 //! a snapshot that loads survives a write/read round trip.
 //!
-//! Shared by the cargo-fuzz target and `tests/fuzz_smoke.rs` (which replays the corpus).
+//! Shared by the cargo-fuzz target and `tests/it/reliability/fuzz_smoke.rs` (which replays the corpus).
 pub fn run(data: &[u8]) {
     if let Ok(s) = wal::snap::decode_snap(data) {
         let again = wal::snap::decode_snap(&wal::snap::encode_snap(&s));

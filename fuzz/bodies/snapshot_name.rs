@@ -1,7 +1,7 @@
 //! Snapshot names and object paths from a hostile bucket: never panic; whatever is accepted
 //! re-formats to a name that parses to the same value, and sits at a safe relative path.
 //!
-//! Shared by the cargo-fuzz target and `tests/fuzz_smoke.rs` (which replays the corpus).
+//! Shared by the cargo-fuzz target and `tests/it/reliability/fuzz_smoke.rs` (which replays the corpus).
 use etcd_restore::snapstore::{
     ObjectKind, classify_object, format_snapshot_name, parse_snapshot_name,
 };

@@ -1,7 +1,7 @@
 //! Arbitrary bytes as one or two WAL segments: decoding, verification, payload decoding
 //! and record printing must never panic, and decoding is consistent with verification.
 //!
-//! Shared by the cargo-fuzz target and `tests/fuzz_smoke.rs` (which replays the corpus).
+//! Shared by the cargo-fuzz target and `tests/it/reliability/fuzz_smoke.rs` (which replays the corpus).
 use wal::decoder::{DecodedRecord, Visitor, decode_buffers};
 use wal::{Damage, SegmentId};
 

@@ -378,7 +378,7 @@ fn gcs_configuration_path() {
         assert!(err.to_string().contains(why), "{bad}: {err}");
     }
     // external_account: upstream's checks start with the projectID file beside it
-    // (tests/gcs_credentials.rs has the accepted and refused files).
+    // (tests/it/snapstore/gcs_credentials.rs has the accepted and refused files).
     std::fs::write(&sa, r#"{"type":"external_account"}"#).unwrap();
     let err = resolve(
         &["--storage-provider", "GCS", "--store-container", "b"],

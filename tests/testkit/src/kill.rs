@@ -1,4 +1,4 @@
-//! SIGKILL at a chosen moment: the crash tests (`tests/crash.rs`, `tests/compact.rs`) time an
+//! SIGKILL at a chosen moment: the crash tests (`tests/it/reliability/crash.rs`, `tests/it/compact.rs`) time an
 //! un-killed run first and spread their kills over that time, so the kills land inside the
 //! run rather than before it starts or after it ends.
 

@@ -1,6 +1,7 @@
 //! testkit: test-only helpers shared by the workspace's tests and benches. See docs/testing.md.
 //!
 //! * [`Cli`]: the etcd-restore binary's common calls (restore, hashkv).
+//! * [`alone`]: a test re-run alone in a child process (for process-wide state).
 //! * [`deps`]: where `.deps/` is, and the skip/require rule for missing dependencies.
 //! * [`EtcdBins`], [`EtcdConfig`], [`EtcdProcess`]: a real etcd on 127.0.0.1 free ports,
 //!   health-waited, queried through etcdctl, always stopped by PID (also on panic).
@@ -17,6 +18,7 @@
 //! * [`mvcc`]: etcd's `key`-bucket records (revision keys, `mvccpb.KeyValue`), encoded
 //!   independently of the code under test.
 
+pub mod alone;
 pub mod cli;
 pub mod cluster;
 pub mod deps;

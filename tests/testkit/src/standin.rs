@@ -1,5 +1,5 @@
 //! The upstream etcdbrctl's stand-in (`tests/standin/etcdbrctl`, Debian's python3) and a scene
-//! around it for the entrypoint tests (`tests/etcdbrctl*.rs`): a temp dir that is also `$HOME`
+//! around it for the entrypoint tests (`tests/it/etcdbrctl.rs`, `tests/it/etcdbrctl/`): a temp dir that is also `$HOME`
 //! (etcdbrctl's Local store is `$HOME/<container>/<prefix>`), the exact environment the
 //! dispatcher gets, and what the stand-in recorded (starts with argv and environment, requests,
 //! signals).

@@ -4,6 +4,10 @@
 //! file and start a real etcd 3.5.1 with `--config-file` on the data directory. What etcd then
 //! serves is compared with the fixture's oracle (what the source etcd said).
 
+mod initialize;
+mod member_bootstrap;
+mod metrics;
+
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -665,7 +669,7 @@ fn snapshot_triggers_answer_405_with_an_empty_body_like_etcdbrctl_without_a_snap
 /// The backup sidecar's arguments as etcd-druid writes them
 /// (`internal/component/statefulset/builder.go` `getBackupRestoreContainerCommandArgs`, a
 /// Local store, no TLS; the etcd connection flags name hosts that do not resolve here, which
-/// a single-member config never contacts — tests/member_bootstrap.rs runs them against real
+/// a single-member config never contacts — tests/it/serve/member_bootstrap.rs runs them against real
 /// etcd, over TLS too): all accepted, the ones for what this server does not run named in one
 /// notice, and the server answers on `--server-port` from the Local store under `$HOME`.
 #[test]

@@ -2,7 +2,10 @@
 //! against a stand-in upstream binary (tests/standin/etcdbrctl, via `testkit::standin`): every
 //! command but `compact`, `initialize` and `server` is exec'd with argv and environment
 //! untouched, and `compact` and `initialize` run natively with druid's flags.
-//! `tests/etcdbrctl_server.rs` covers `server`.
+//! `tests/it/etcdbrctl/server.rs` covers `server`.
+
+mod real;
+mod server;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

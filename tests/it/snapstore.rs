@@ -4,6 +4,10 @@
 //! oracle.json (written by the generator from etcd itself) and from an independent decoder
 //! (serde_json::Value + base64), never from our own earlier output.
 
+mod corrupt;
+mod exclude;
+mod gcs_credentials;
+
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};

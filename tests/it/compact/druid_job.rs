@@ -6,7 +6,7 @@
 //! Only the volume's mount point is moved into the test's directory, and the service-account
 //! mount (`/var/run/secrets/kubernetes.io/serviceaccount`) is pointed at the stand-in Lease API
 //! server's (`--kube-service-account-dir`, test only): the Job renews the full-snapshot Lease.
-//! `tests/compact_lease.rs` covers the Lease update itself.
+//! `tests/it/compact/lease.rs` covers the Lease update itself.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;

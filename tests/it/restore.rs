@@ -3,6 +3,10 @@
 //! and 3.4.23 start on the result and must answer exactly what the source cluster answered
 //! (keys, revisions, historical reads, hashkv), and our offline hashkv must equal etcd's.
 
+mod bump_revision;
+mod leases;
+mod wal_dir;
+
 use std::path::Path;
 
 use testkit::{
@@ -28,7 +32,7 @@ fn run_restore(store: &Path, data_dir: &Path, extra: &[&str]) -> serde_json::Val
 }
 
 /// The restored `key` bucket must equal the source's record for record: keys, lease IDs,
-/// revisions, historical reads and hashkv at every recorded revision (tests/leases.rs: the
+/// revisions, historical reads and hashkv at every recorded revision (tests/it/restore/leases.rs: the
 /// leases themselves).
 #[test]
 fn restored_dirs_serve_exactly_the_source_data_on_etcd_3_5_and_3_4() {

@@ -4,7 +4,7 @@
 //! streaming) over HTTP and over TLS with a CA-signed certificate, `/healthz` healthy only when
 //! both sides are, SIGTERM forwarded with the upstream's exit code kept, a dying upstream failing
 //! the container, a taken port failing before the upstream starts.
-//! `tests/etcdbrctl_real.rs` runs `server` with the real etcdbrctl.
+//! `tests/it/etcdbrctl/real.rs` runs `server` with the real etcdbrctl.
 
 use std::net::SocketAddr;
 use std::process::{Command, ExitStatus, Stdio};

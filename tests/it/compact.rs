@@ -3,6 +3,11 @@
 //! `etcdutl`/`etcdctl snapshot restore` must give, on etcd 3.5.1 and 3.4.23, exactly the
 //! oracle's key space at the last revision, compacted at that revision.
 
+mod codec;
+mod concurrent;
+mod druid_job;
+mod lease;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -242,7 +247,7 @@ fn metrics_file_is_prometheus_text() {
 /// SIGKILL at many points of a run: whatever is left in the store, restore must pick either
 /// the old snapshots or a complete, verified new one, and reach the oracle's last revision.
 /// The kill times are fractions (10 % .. 110 %) of a measured un-killed run, as in
-/// tests/crash.rs, so they land inside the run on a fast or a slow machine alike.
+/// tests/it/reliability/crash.rs, so they land inside the run on a fast or a slow machine alike.
 #[test]
 fn sigkill_during_compaction_leaves_nothing_restore_would_select() {
     let f = Fixture::load("3.5.1", "basic").unwrap();

@@ -5,17 +5,17 @@
 //!
 //! `ETCD_RESTORE_FUZZ_SMOKE_ITERS` scales the mutations (default 2000; ×10 for the fast targets).
 
-#[path = "../fuzz/bodies/batch_config.rs"]
+#[path = "../../../fuzz/bodies/batch_config.rs"]
 mod batch_config;
-#[path = "../fuzz/bodies/bbolt_open_check.rs"]
+#[path = "../../../fuzz/bodies/bbolt_open_check.rs"]
 mod bbolt_open_check;
-#[path = "../fuzz/bodies/delta_decoder.rs"]
+#[path = "../../../fuzz/bodies/delta_decoder.rs"]
 mod delta_decoder;
-#[path = "../fuzz/bodies/snap_reader.rs"]
+#[path = "../../../fuzz/bodies/snap_reader.rs"]
 mod snap_reader;
-#[path = "../fuzz/bodies/snapshot_name.rs"]
+#[path = "../../../fuzz/bodies/snapshot_name.rs"]
 mod snapshot_name;
-#[path = "../fuzz/bodies/wal_decoder.rs"]
+#[path = "../../../fuzz/bodies/wal_decoder.rs"]
 mod wal_decoder;
 
 use std::path::{Path, PathBuf};
@@ -171,7 +171,7 @@ fn every_fuzz_target_survives_its_corpus_and_seeded_mutations() {
 }
 
 /// Writes small seed inputs for the targets whose corpus comes from our own writers
-/// (`cargo test --test fuzz_smoke -- --ignored write_seed_corpora`); existing files stay.
+/// (`cargo test --test it -- --ignored write_seed_corpora`); existing files stay.
 #[test]
 #[ignore]
 fn write_seed_corpora() {
