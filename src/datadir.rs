@@ -127,6 +127,33 @@ pub fn sync_tree(root: &Path) -> Result<(), DataDirError> {
     sync_dir(root)
 }
 
+/// Moves `dir` aside with one rename, then deletes it; a missing `dir` is fine.
+pub(crate) fn remove_dir_atomically(dir: &Path) -> Result<(), (PathBuf, io::Error)> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| (path, source)
+    };
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let aside = parent.join(format!(
+        ".{name}.etcd-restore-removed-{}",
+        std::process::id()
+    ));
+    fs::rename(dir, &aside).map_err(io(dir))?;
+    let _ = sync_dir(parent);
+    fs::remove_dir_all(&aside).map_err(io(&aside))?;
+    Ok(())
+}
+
 /// A data directory under construction next to its final place.
 #[derive(Debug)]
 pub struct Staging {

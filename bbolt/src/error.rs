@@ -3,8 +3,6 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::meta::MetaError;
-
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -99,6 +97,29 @@ pub enum Corruption {
     KeyOrder { index: usize },
     #[error("element {index}: value is a bucket where a plain value was expected or vice versa")]
     ValueKind { index: usize },
+}
+
+/// Why a meta page is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    #[error("page is cut short by the end of the file")]
+    Truncated,
+    #[error("bad magic {0:#010x}")]
+    Magic(u32),
+    #[error("unsupported version {0}")]
+    Version(u32),
+    #[error("checksum {stored:#018x} does not match computed {computed:#018x}")]
+    Checksum { stored: u64, computed: u64 },
+    #[error("page size {0} is not a power of two in [512, 65536]")]
+    PageSize(u32),
+    #[error("page size {found} differs from the file's page size {expected}")]
+    PageSizeMismatch { found: u32, expected: u32 },
+    #[error("high-water mark {0} is below 3")]
+    Hwm(u64),
+    #[error("root page {root} is outside [2, {hwm})")]
+    Root { root: u64, hwm: u64 },
+    #[error("freelist page {freelist} is outside [2, {hwm})")]
+    Freelist { freelist: u64, hwm: u64 },
 }
 
 impl Error {

@@ -2,6 +2,7 @@
 //! the current meta. Layout: docs/bbolt.md, upstream `page.go`/`db.go` (`meta.validate`,
 //! `DB.meta`).
 
+use crate::error::MetaError;
 use crate::page::{PAGE_HEADER_SIZE, put_header};
 
 pub const MAGIC: u32 = 0xED0C_DAED;
@@ -29,29 +30,6 @@ pub struct Meta {
     pub pgid: u64,
     pub txid: u64,
     pub checksum: u64,
-}
-
-/// Why a meta page is not usable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MetaError {
-    #[error("page is cut short by the end of the file")]
-    Truncated,
-    #[error("bad magic {0:#010x}")]
-    Magic(u32),
-    #[error("unsupported version {0}")]
-    Version(u32),
-    #[error("checksum {stored:#018x} does not match computed {computed:#018x}")]
-    Checksum { stored: u64, computed: u64 },
-    #[error("page size {0} is not a power of two in [512, 65536]")]
-    PageSize(u32),
-    #[error("page size {found} differs from the file's page size {expected}")]
-    PageSizeMismatch { found: u32, expected: u32 },
-    #[error("high-water mark {0} is below 3")]
-    Hwm(u64),
-    #[error("root page {root} is outside [2, {hwm})")]
-    Root { root: u64, hwm: u64 },
-    #[error("freelist page {freelist} is outside [2, {hwm})")]
-    Freelist { freelist: u64, hwm: u64 },
 }
 
 fn le32(b: &[u8], at: usize) -> Option<u32> {

@@ -428,34 +428,7 @@ fn probe_lock(db: &Path, timeout: Duration) -> Result<(), InitError> {
 
 /// Moves the directory aside atomically, then deletes it.
 fn remove_data_dir(dir: &Path) -> Result<(), InitError> {
-    remove_dir_atomically(dir).map_err(|(path, source)| InitError::Io { path, source })
-}
-
-/// Moves `dir` aside with one rename, then deletes it; a missing `dir` is fine.
-pub(crate) fn remove_dir_atomically(dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| (path, source)
-    };
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let aside = parent.join(format!(
-        ".{name}.etcd-restore-removed-{}",
-        std::process::id()
-    ));
-    std::fs::rename(dir, &aside).map_err(io(dir))?;
-    let _ = datadir::sync_dir(parent);
-    std::fs::remove_dir_all(&aside).map_err(io(&aside))?;
-    Ok(())
+    datadir::remove_dir_atomically(dir).map_err(|(path, source)| InitError::Io { path, source })
 }
 
 struct Inner {

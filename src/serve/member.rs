@@ -373,6 +373,6 @@ impl MemberControl {
 
 /// Removes `dir` if it exists (etcdbrctl's `miscellaneous.RemoveDir`), atomically.
 fn remove_dir(dir: &Path) -> Result<(), MemberError> {
-    super::init::remove_dir_atomically(dir)
+    crate::datadir::remove_dir_atomically(dir)
         .map_err(|(path, source)| MemberError::Io { path, source })
 }

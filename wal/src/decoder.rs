@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::error::{Damage, DamageKind, DamageReason, WalError};
 use crate::record::{FRAME_HEADER_LEN, RecordRef, RecordType, decode_length_word, parse_record};
-use crate::segment::SegmentId;
+use crate::segment_id::SegmentId;
 use crate::storage::{File, Fs};
 
 /// etcd's `minSectorSize`: torn-write detection looks at 512-byte sectors.

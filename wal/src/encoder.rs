@@ -9,7 +9,8 @@ use prost::Message;
 use crate::error::WalError;
 use crate::proto::{Entry, HardState, WalSnapshot};
 use crate::record::{RecordType, encode_frame};
-use crate::segment::{SEGMENT_SIZE_BYTES, SegmentId};
+use crate::segment::SEGMENT_SIZE_BYTES;
+use crate::segment_id::SegmentId;
 use crate::storage::{File, Fs};
 
 /// Permission bits of WAL segments (etcd's `PrivateFileMode`).

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::segment::SegmentId;
+use crate::segment_id::SegmentId;
 
 /// Whether etcd would repair a decoding problem itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

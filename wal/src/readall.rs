@@ -10,7 +10,8 @@ use crate::decoder::{DecodeEnd, DecodedRecord, Visitor, decode_segments};
 use crate::error::{Damage, DamageKind, DamageReason, WalError};
 use crate::proto::{Entry, HardState, Metadata, WalSnapshot};
 use crate::record::RecordType;
-use crate::segment::{SegmentId, list_segments, select_segments};
+use crate::segment::{list_segments, select_segments};
+use crate::segment_id::SegmentId;
 use crate::storage::Fs;
 
 /// What `ReadAll` returns, plus where decoding ended.

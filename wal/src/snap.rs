@@ -8,7 +8,7 @@ use prost::Message;
 
 use crate::error::{SnapErrorKind, WalError};
 use crate::proto::{SnapFile, Snapshot, WalSnapshot};
-use crate::segment::parse_hex16;
+use crate::segment_id::parse_hex16;
 use crate::storage::Fs;
 
 /// Permission bits of a `.snap` file. etcd asks for 0666 and lets the umask narrow it; we

@@ -13,7 +13,8 @@ use crate::gojson::quote;
 use crate::proto::{HardState, Metadata, WalSnapshot, entry_header};
 use crate::readall::{bad_payload, corrupt};
 use crate::record::{LEGACY_MAX_RECORD_LEN, RecordType};
-use crate::segment::{SegmentId, check_contiguous, list_segments};
+use crate::segment::{check_contiguous, list_segments};
+use crate::segment_id::SegmentId;
 use crate::snap::{list_snaps, read_snap};
 use crate::storage::Fs;
 
