@@ -20,6 +20,7 @@ pub mod snap;
 pub mod storage;
 pub mod v2store;
 pub mod verify;
+pub mod verify_report;
 
 pub use decoder::{DecodeEnd, DecodedRecord, Tail, WalIter, WalRecord};
 pub use encoder::{Encoder, WalWriter, WriterOptions};
