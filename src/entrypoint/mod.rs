@@ -29,7 +29,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 
-use crate::serve::init::Status;
+use crate::serve::init_state::Status;
 use crate::serve::{
     AppState, Handle, ServeError, ServeOptions, health_answer, init_routes, serve_app,
     with_security_headers,

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod init;
+pub mod init_state;
 pub mod member;
 pub mod snapshot;
 
@@ -33,7 +34,8 @@ pub use axum_server::Handle;
 
 use crate::metrics::Registry;
 use crate::snapstore::{Store, latest};
-use init::{InitConfig, InitState, Status, initialize, parse_mode};
+use init::{InitConfig, initialize, parse_mode};
+use init_state::{InitState, Status};
 
 /// Everything the handlers share.
 #[derive(Clone)]
