@@ -21,8 +21,6 @@
 
 #[path = "support/e2e.rs"]
 mod e2e;
-#[path = "support/etcd_grpc.rs"]
-mod etcd_grpc;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

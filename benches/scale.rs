@@ -36,8 +36,6 @@
 
 #[path = "support/e2e.rs"]
 mod e2e;
-#[path = "support/etcd_grpc.rs"]
-mod etcd_grpc;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -30,8 +30,6 @@
 
 #[path = "support/e2e.rs"]
 mod e2e;
-#[path = "support/etcd_grpc.rs"]
-mod etcd_grpc;
 #[path = "support/floor.rs"]
 mod floor;
 

@@ -18,8 +18,6 @@
 
 #[path = "support/e2e.rs"]
 mod e2e;
-#[path = "support/etcd_grpc.rs"]
-mod etcd_grpc;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

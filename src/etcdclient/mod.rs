@@ -8,6 +8,7 @@
 //! so the first that answers is as good), `https://` endpoints use `--cacert` and the client
 //! certificate `--cert`/`--key` that druid mounts, `http://` ones plain HTTP/2.
 
+mod kv;
 pub mod proto;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_prost::ProstCodec;
 
+pub use kv::Kv;
 pub use proto::{Member, StatusResponse};
 
 /// etcd-backup-restore's `member.EtcdTimeout`: connecting, probing and adding a learner.
@@ -256,6 +258,16 @@ impl Client {
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
+        let (channel, token) = self.connect(ep, timeout).await?;
+        unary(Grpc::new(channel), method, req, token).await
+    }
+
+    /// A channel to `ep` and, with `--etcd-username`, the auth token for it.
+    async fn connect(
+        &self,
+        ep: &str,
+        timeout: Duration,
+    ) -> Result<(Channel, Option<String>), CallError> {
         let endpoint = self.endpoint(ep).map_err(CallError::Transport)?;
         let channel = endpoint
             .timeout(timeout)
@@ -266,7 +278,7 @@ impl Client {
             None => None,
             Some((name, password)) => {
                 let r: proto::AuthenticateResponse = unary(
-                    channel.clone(),
+                    Grpc::new(channel.clone()),
                     "/etcdserverpb.Auth/Authenticate",
                     proto::AuthenticateRequest {
                         name: name.clone(),
@@ -278,7 +290,7 @@ impl Client {
                 Some(r.token)
             }
         };
-        unary(channel, method, req, token).await
+        Ok((channel, token))
     }
 
     /// `MemberList` (linearizable, as clientv3's default).
@@ -350,6 +362,7 @@ impl Client {
                 "/etcdserverpb.KV/Range",
                 proto::RangeRequest {
                     key: b"foo".to_vec(),
+                    ..Default::default()
                 },
                 ETCD_TIMEOUT,
             )
@@ -382,7 +395,7 @@ fn transport_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 async fn unary<Req, Resp>(
-    channel: Channel,
+    mut grpc: Grpc<Channel>,
     method: &'static str,
     req: Req,
     token: Option<String>,
@@ -391,7 +404,6 @@ where
     Req: prost::Message + Send + Sync + 'static,
     Resp: prost::Message + Default + Send + Sync + 'static,
 {
-    let mut grpc = Grpc::new(channel);
     grpc.ready()
         .await
         .map_err(|e| CallError::Transport(e.to_string()))?;

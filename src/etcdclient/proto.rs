@@ -1,5 +1,6 @@
-//! The few `etcdserverpb` messages the member bootstrap sends, hand-written from etcd's
-//! `api/etcdserverpb/rpc.proto` (v3.5) with the same field numbers, so no `protoc` is needed.
+//! The few `etcdserverpb` messages the member bootstrap and [`super::Kv`] send, hand-written
+//! from etcd's `api/etcdserverpb/rpc.proto` and `api/mvccpb/kv.proto` (v3.5) with the same
+//! field numbers, so no `protoc` is needed.
 //! Fields we never read are left out: prost skips unknown fields when decoding.
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -99,12 +100,113 @@ pub struct StatusResponse {
 pub struct RangeRequest {
     #[prost(bytes = "vec", tag = "1")]
     pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub range_end: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub limit: i64,
+    #[prost(int64, tag = "4")]
+    pub revision: i64,
+    #[prost(bool, tag = "9")]
+    pub count_only: bool,
+}
+
+/// `mvccpb.KeyValue`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyValue {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(int64, tag = "2")]
+    pub create_revision: i64,
+    #[prost(int64, tag = "3")]
+    pub mod_revision: i64,
+    #[prost(int64, tag = "4")]
+    pub version: i64,
+    #[prost(bytes = "vec", tag = "5")]
+    pub value: Vec<u8>,
+    #[prost(int64, tag = "6")]
+    pub lease: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RangeResponse {
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
+    #[prost(message, repeated, tag = "2")]
+    pub kvs: Vec<KeyValue>,
+    #[prost(bool, tag = "3")]
+    pub more: bool,
+    #[prost(int64, tag = "4")]
+    pub count: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PutRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub lease: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteRangeRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub range_end: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Request {
+    #[prost(message, tag = "2")]
+    Put(PutRequest),
+    #[prost(message, tag = "3")]
+    DeleteRange(DeleteRangeRequest),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RequestOp {
+    #[prost(oneof = "Request", tags = "2, 3")]
+    pub request: Option<Request>,
+}
+
+impl RequestOp {
+    /// A put without lease: etcdbrctl's `clientv3.OpPut(key, value)`.
+    pub fn put(key: &[u8], value: &[u8]) -> RequestOp {
+        RequestOp {
+            request: Some(Request::Put(PutRequest {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                lease: 0,
+            })),
+        }
+    }
+
+    /// A single-key delete: etcdbrctl's `clientv3.OpDelete(key)`.
+    pub fn delete(key: &[u8]) -> RequestOp {
+        RequestOp {
+            request: Some(Request::DeleteRange(DeleteRangeRequest {
+                key: key.to_vec(),
+                range_end: Vec::new(),
+            })),
+        }
+    }
+}
+
+/// A txn without compares: `success` is its `then` branch.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnRequest {
+    #[prost(message, repeated, tag = "2")]
+    pub success: Vec<RequestOp>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(bool, tag = "2")]
+    pub succeeded: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
