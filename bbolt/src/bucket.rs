@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::cursor::{Ctx, Cursor, Entry, Overlay, Root};
 use crate::error::{Corruption, Error, Result};
-use crate::node::{self, Arena, Bytes, Inode, NodeId, Pager, Tree};
+use crate::heap::Bytes;
+use crate::node::{self, Arena, Inode, NodeId, Pager, Tree};
 use crate::page::{self, BUCKET_HEADER_SIZE, BUCKET_LEAF_FLAG, Page};
 
 pub(crate) use crate::page::bucket_value as parse_value;

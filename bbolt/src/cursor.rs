@@ -9,7 +9,7 @@ use crate::file::MappedFile;
 use crate::node::{Arena, Node, NodeId};
 use crate::page::{self, BUCKET_LEAF_FLAG, Page};
 
-static EMPTY_HEAP: crate::node::Heap = crate::node::Heap::new();
+static EMPTY_HEAP: crate::heap::Heap = crate::heap::Heap::new();
 
 /// Where a tree's pages come from.
 #[derive(Clone, Copy)]
@@ -119,10 +119,10 @@ impl<'a> Cursor<'a> {
     }
 
     /// Node bytes resolve against the map and the transaction's heap.
-    fn mem(&self) -> crate::node::Mem<'a> {
+    fn mem(&self) -> crate::heap::Mem<'a> {
         match self.overlay {
             Some(o) => o.ar.mem(self.ctx.data),
-            None => crate::node::Mem {
+            None => crate::heap::Mem {
                 map: self.ctx.data,
                 heap: &EMPTY_HEAP,
             },

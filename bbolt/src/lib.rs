@@ -21,12 +21,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layers (each uses only the one below): [`db`] → [`tx`] → [`bucket`] → [`cursor`] →
-//! node (materialized nodes) → freelist → [`page`] / [`meta`] → [`file`]; [`check`],
+//! Layers (each uses only the one below): [`db`] → [`tx`] (its pages from alloc) → [`bucket`] → [`cursor`] →
+//! node (materialized nodes; their bytes in heap) → freelist → [`page`] / [`meta`] → [`file`]; [`check`],
 //! [`bulk`], [`dump`] and [`stats`] on top. See `docs/bbolt.md` for the on-disk format, the
 //! modes (`FreeSpace::AppendOnly` for appending to big files at bounded memory) and the
 //! commit protocol.
 
+mod alloc;
 mod bitmap;
 pub mod bucket;
 pub mod cursor;
@@ -34,17 +35,19 @@ pub mod db;
 pub mod error;
 pub mod file;
 mod freelist;
+mod heap;
 pub mod meta;
 mod node;
 pub mod page;
 pub mod tx;
 
+pub use alloc::CommitStats;
 pub use bucket::{Bucket, BucketMut};
 pub use cursor::{Cursor, Entry};
 pub use db::{Db, FreeSpace, OpenOptions};
 pub use error::{Corruption, Error, Result};
 pub use meta::Meta;
-pub use tx::{CommitStats, ReadTx, WriteTx};
+pub use tx::{ReadTx, WriteTx};
 pub mod bulk;
 pub mod check;
 pub mod dump;
