@@ -236,9 +236,9 @@ pub fn write_full<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::Sha256;
     use crate::snapstore::codec::compress_to;
     use crate::snapstore::name::Compression;
+    use sha2::Sha256;
 
     fn with_trailer(db: &[u8]) -> Vec<u8> {
         let mut v = db.to_vec();
