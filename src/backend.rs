@@ -10,9 +10,7 @@ use crate::mvcc::hashkv::{HashKv, HashKvError, HashKvMeta, hash_kv};
 use crate::mvcc::kv::Lease;
 use crate::mvcc::revision::parse_rev_key;
 
-pub const KEY_BUCKET: &[u8] = b"key";
-pub const META_BUCKET: &[u8] = b"meta";
-pub const LEASE_BUCKET: &[u8] = b"lease";
+pub use crate::mvcc::buckets::{KEY_BUCKET, LEASE_BUCKET, META_BUCKET};
 
 /// What a replay needs to know about its base database.
 #[derive(Clone, Debug, Default)]

@@ -16,7 +16,7 @@
 use bbolt::WriteTx;
 
 use super::revision::{Revision, parse_rev_key};
-use crate::backend::{KEY_BUCKET, META_BUCKET};
+use crate::mvcc::buckets::{KEY_BUCKET, META_BUCKET};
 
 /// `meta` key of a compaction etcd has scheduled but not finished (etcd `mvcc/util.go`).
 pub const SCHEDULED_COMPACT_KEY: &[u8] = b"scheduledCompactRev";

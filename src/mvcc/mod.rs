@@ -6,6 +6,7 @@
 //! outgrows its memory budget.
 
 pub mod apply;
+pub mod buckets;
 pub mod bump;
 pub mod compact;
 pub mod hashkv;
