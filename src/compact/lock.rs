@@ -183,11 +183,7 @@ impl StoreLock {
                 match read(&s).await {
                     Ok(Some(cur)) if cur.owner == b.owner => {
                         b.expires_unix_ms = now_ms() + ttl_ms;
-                        let path = match s.object_path(LOCK_OBJECT) {
-                            Ok(p) => p,
-                            Err(_) => return,
-                        };
-                        if let Err(e) = s.object_store().put(&path, encode(&b).into()).await {
+                        if let Err(e) = s.put_replace(LOCK_OBJECT, encode(&b)).await {
                             tracing::warn!(error = %e, "could not renew the compaction lock; retrying");
                         }
                     }

@@ -14,6 +14,7 @@ mod gcs_credential_checks;
 pub mod gcs_external;
 pub mod latest;
 mod local_list;
+mod locked_s3;
 pub mod name;
 pub mod plan;
 pub mod prefetch;

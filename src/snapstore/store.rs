@@ -139,6 +139,8 @@ pub struct Store {
     config: Option<StoreConfig>,
     /// The provider client for listings with versions, tags and metadata.
     lister: Option<super::versions::Lister>,
+    /// S3: the checksummed writes an object-locked bucket requires.
+    locked: Option<Arc<super::locked_s3::LockedS3>>,
 }
 
 impl Store {
@@ -159,6 +161,7 @@ impl Store {
             }
         })?;
         let mut lister = None;
+        let mut locked = None;
         let inner: Arc<dyn ObjectStore> = match &config.backend {
             Backend::Local { root } => {
                 if !root.is_dir() {
@@ -216,31 +219,37 @@ impl Store {
                 if s3.disable_bulk_delete {
                     b = b.with_disable_bulk_delete(true);
                 }
-                b = b.with_client_options(client_options(
+                let options = client_options(
                     s3.allow_http,
                     s3.allow_invalid_certificates,
                     s3.trusted_ca_pem.as_deref(),
                     &describe,
-                )?);
+                )?;
+                b = b.with_client_options(options.clone());
                 let bucket_url = s3_bucket_url(&b, s3);
-                let built = b.build().map_err(open_err)?;
-                lister = Some(super::versions::Lister::S3(Arc::new(
-                    super::versions::S3Raw {
-                        http: super::versions::http_client(
-                            s3.allow_http,
-                            s3.allow_invalid_certificates,
-                            s3.trusted_ca_pem.as_deref(),
-                        )
-                        .map_err(|detail| StoreError::Setup {
-                            store: describe.clone(),
-                            detail,
-                        })?,
-                        bucket_url: bucket_url.0,
-                        region: bucket_url.1,
-                        credentials: built.credentials().clone(),
-                        retry: retry_config(),
-                    },
+                let built = b.clone().build().map_err(open_err)?;
+                let raw = Arc::new(super::versions::S3Raw {
+                    http: super::versions::http_client(
+                        s3.allow_http,
+                        s3.allow_invalid_certificates,
+                        s3.trusted_ca_pem.as_deref(),
+                    )
+                    .map_err(|detail| StoreError::Setup {
+                        store: describe.clone(),
+                        detail,
+                    })?,
+                    bucket_url: bucket_url.0,
+                    region: bucket_url.1,
+                    credentials: built.credentials().clone(),
+                    retry: retry_config(),
+                });
+                locked = Some(Arc::new(super::locked_s3::LockedS3::new(
+                    &b,
+                    options,
+                    built.credentials().clone(),
+                    Arc::clone(&raw),
                 )));
+                lister = Some(super::versions::Lister::S3(raw));
                 Arc::new(built)
             }
             Backend::Gcs(g) => {
@@ -344,6 +353,7 @@ impl Store {
             describe,
             config: Some(config.clone()),
             lister,
+            locked,
         })
     }
 
@@ -355,6 +365,7 @@ impl Store {
             describe: describe.to_string(),
             config: None,
             lister: None,
+            locked: None,
         }
     }
 
@@ -673,16 +684,35 @@ impl Store {
 
     /// Writes a small object only if it does not exist yet (If-None-Match on cloud stores).
     pub async fn put_create(&self, relative: &str, data: Bytes) -> Result<(), StoreError> {
+        self.put_small(relative, data, PutMode::Create).await
+    }
+
+    /// Writes a small object, replacing what is there.
+    pub async fn put_replace(&self, relative: &str, data: Bytes) -> Result<(), StoreError> {
+        self.put_small(relative, data, PutMode::Overwrite).await
+    }
+
+    async fn put_small(
+        &self,
+        relative: &str,
+        data: Bytes,
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
         let path = self.object_path(relative)?;
         let opts = PutOptions {
-            mode: PutMode::Create,
+            mode,
             ..PutOptions::default()
         };
-        match self
-            .inner
-            .put_opts(&path, PutPayload::from_bytes(data), opts)
-            .await
-        {
+        let payload = PutPayload::from_bytes(data);
+        let locked = match &self.locked {
+            Some(l) => l.put(&path, payload.clone(), opts.clone()).await,
+            None => None,
+        };
+        let result = match locked {
+            Some(r) => r,
+            None => self.inner.put_opts(&path, payload, opts).await,
+        };
+        match result {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => Err(StoreError::AlreadyExists {
                 object: relative.to_string(),
@@ -756,15 +786,19 @@ impl Store {
             }
             _ => part_size,
         };
-        let upload =
-            self.inner
-                .put_multipart(&path)
-                .await
-                .map_err(|source| StoreError::Object {
-                    object: relative.to_string(),
-                    op: "put_multipart",
-                    source,
-                })?;
+        let locked = match &self.locked {
+            Some(l) => l.put_multipart(&path).await,
+            None => None,
+        };
+        let upload = match locked {
+            Some(u) => u,
+            None => self.inner.put_multipart(&path).await,
+        }
+        .map_err(|source| StoreError::Object {
+            object: relative.to_string(),
+            op: "put_multipart",
+            source,
+        })?;
         let part = usize::try_from(part_size).unwrap_or(usize::MAX).max(1);
         let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
         let mut buf = vec![0u8; 1 << 20];

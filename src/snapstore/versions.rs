@@ -173,39 +173,44 @@ impl S3Raw {
         Ok(v.status.as_deref() == Some("Enabled"))
     }
 
-    /// `GetObjectLockConfiguration`: the default retention in days when object lock is
-    /// enabled with one. Upstream logs a failure and lists without immutability; so do we.
+    /// `GetObjectLockConfiguration`: whether Object Lock is enabled and its default retention
+    /// in days. A bucket without a configuration answers 404: not enabled.
+    pub(crate) async fn object_lock(&self) -> Result<(bool, Option<i64>), ListError> {
+        let what = "GetObjectLockConfiguration (needs s3:GetBucketObjectLockConfiguration)";
+        let (status, body) = self
+            .get(&self.url("/", &[("object-lock", "")])?, what)
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok((false, None));
+        }
+        if !status.is_success() {
+            return Err(http_fail(what, status, &body));
+        }
+        let c: ObjectLockConfiguration = xml(what, &body)?;
+        let days = c
+            .rule
+            .and_then(|r| r.default_retention)
+            .and_then(|d| d.days);
+        Ok((c.object_lock_enabled.as_deref() == Some("Enabled"), days))
+    }
+
+    /// The default retention in days when object lock is enabled with one. Upstream logs a
+    /// failure and lists without immutability; so do we.
     pub(crate) async fn retention_days(&self) -> Option<i64> {
-        let what = "GetObjectLockConfiguration";
-        let url = self.url("/", &[("object-lock", "")]).ok()?;
-        match self.get(&url, what).await {
-            Ok((status, body)) if status.is_success() => {
-                let c: ObjectLockConfiguration = xml(what, &body)
-                    .map_err(
-                        |e| tracing::warn!(error = %e, "ignoring the object lock configuration"),
-                    )
-                    .ok()?;
-                if c.object_lock_enabled.as_deref() != Some("Enabled") {
-                    tracing::warn!(
-                        "bucket versioning is enabled but object lock is not: snapshots are not immutable"
-                    );
-                    return None;
-                }
-                let days = c
-                    .rule
-                    .and_then(|r| r.default_retention)
-                    .and_then(|d| d.days);
-                if days.is_none() {
-                    tracing::warn!(
-                        "object lock is enabled without a default retention in days: no immutability end is known"
-                    );
-                }
-                days
-            }
-            Ok((status, body)) => {
-                tracing::info!(error = %http_fail(what, status, &body), "no object lock configuration");
+        match self.object_lock().await {
+            Ok((false, _)) => {
+                tracing::warn!(
+                    "bucket versioning is enabled but object lock is not: snapshots are not immutable"
+                );
                 None
             }
+            Ok((true, None)) => {
+                tracing::warn!(
+                    "object lock is enabled without a default retention in days: no immutability end is known"
+                );
+                None
+            }
+            Ok((true, days)) => days,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the object lock configuration");
                 None

@@ -7,6 +7,7 @@ mod codec;
 mod concurrent;
 mod druid_job;
 mod lease;
+mod locked;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

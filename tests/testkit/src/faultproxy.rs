@@ -8,6 +8,9 @@
 //! // point the client at proxy.endpoint(); afterwards proxy.stats()
 //! ```
 //!
+//! Every request's head and body hash are kept ([`FaultProxy::requests`]): with `rate: 0.0`
+//! the proxy is a recorder of what a client sent.
+//!
 //! Requests are forwarded on a fresh upstream connection each (`Connection: close`), the
 //! answer is read whole and sent back with an exact `Content-Length`, so the client may keep
 //! its connection alive. Only headers are touched, never what a signature covers.
@@ -68,6 +71,36 @@ impl FaultStats {
     }
 }
 
+/// One request as the client sent it.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path and query, as on the request line.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: usize,
+    pub body_sha256: [u8; 32],
+}
+
+impl RecordedRequest {
+    /// A header's value (names compare case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The lower-case names the SigV4 `Authorization` header says it signed.
+    pub fn signed_headers(&self) -> Vec<String> {
+        self.header("authorization")
+            .and_then(|a| a.split("SignedHeaders=").nth(1))
+            .map(|r| r.split(',').next().unwrap_or(""))
+            .map(|h| h.split(';').map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     requests: AtomicU64,
@@ -94,6 +127,7 @@ struct Shared {
     plan: FaultPlan,
     rng: Mutex<Rng>,
     counters: Counters,
+    log: Mutex<Vec<RecordedRequest>>,
     stop: AtomicBool,
 }
 
@@ -145,6 +179,7 @@ impl FaultProxy {
             rng: Mutex::new(Rng::new(plan.seed)),
             plan,
             counters: Counters::default(),
+            log: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -177,6 +212,15 @@ impl FaultProxy {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn stats(&self) -> FaultStats {
@@ -304,6 +348,16 @@ fn serve(client: TcpStream, s: &Shared) -> std::io::Result<()> {
         let body = read_body(&mut reader, &req, false)?;
         s.counters.requests.fetch_add(1, Ordering::Relaxed);
         let method = req.first.split(' ').next().unwrap_or("").to_string();
+        s.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(RecordedRequest {
+                method: method.clone(),
+                target: req.first.split(' ').nth(1).unwrap_or("").to_string(),
+                headers: req.headers.clone(),
+                body_len: body.len(),
+                body_sha256: crate::kv::sha256(&body),
+            });
         let fault = s.pick(&method);
         match fault {
             Fault::Reset => {
