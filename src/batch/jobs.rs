@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use crate::compact::{
-    CompactOptions, DEFAULT_COMPRESSION_BUFFER, DEFAULT_LOCK_TTL, DEFAULT_SORT_BUDGET, compact,
+    CompactOptions, DEFAULT_COMPRESSION_BUFFER, DEFAULT_LOCK_RETENTION_SLACK, DEFAULT_LOCK_TTL,
+    DEFAULT_SORT_BUDGET, compact,
 };
 use crate::replay::ReplayOptions;
 use crate::restore::{MemberFlags, RestoreOptions, Targets, restore};
@@ -187,6 +188,7 @@ async fn compact_member(m: Member, s: Arc<CompactSettings>) -> Result<Done, Fail
         created_on: None,
         publish_timeout: None,
         lock_ttl: DEFAULT_LOCK_TTL,
+        lock_retention_slack: DEFAULT_LOCK_RETENTION_SLACK,
     };
     let r = compact(&store, &opts).await.map_err(Failure::new)?;
     Ok(Done {

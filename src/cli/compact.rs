@@ -71,6 +71,11 @@ pub struct CompactArgs {
     #[arg(long, value_name = "DURATION", default_value = "1m0s", value_parser = super::duration::parse_positive_go_duration)]
     lock_ttl: std::time::Duration,
 
+    /// In an S3 bucket with an Object Lock default retention: how long after its expiry each
+    /// version of the lock stays retained (GOVERNANCE) before the next run deletes it.
+    #[arg(long, value_name = "DURATION", default_value = "15m0s", hide = true, value_parser = super::duration::parse_go_duration)]
+    lock_retention_slack: std::time::Duration,
+
     /// Bytes of sort records kept in memory before spilling to disk (default: a quarter of
     /// --memory-budget).
     #[arg(long, value_name = "BYTES", hide = true)]
@@ -191,6 +196,7 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
         created_on: None,
         publish_timeout: Some(args.compactor.etcd_snapshot_timeout),
         lock_ttl: args.lock_ttl,
+        lock_retention_slack: args.lock_retention_slack,
     };
     let run = RunMetrics::start("compact");
     let ui = super::progress::ProgressUi::start(&progress, "compact");

@@ -12,6 +12,13 @@
 //! nothing published. While it holds the lock a run may remove stale temporary uploads: no
 //! other run's upload can be in flight.
 //!
+//! In an S3 bucket with an Object Lock default retention every write of the lock would be a
+//! version kept for that whole period (days, years). Each is written instead with its own
+//! GOVERNANCE retention ending [`DEFAULT_LOCK_RETENTION_SLACK`] after the lock's expiry (a
+//! request SigV4 accepts is at most 15 minutes off the server's clock, so that date is still
+//! ahead of the server's), and the next holder deletes the old versions and delete markers
+//! whose retention has ended.
+//!
 //! The name starts with a dot and has no snapshot fields, so neither this tool's listing nor
 //! etcdbrctl's (`ParseSnapshot` fails, the object is skipped) nor its garbage collector ever
 //! takes it for a snapshot.
@@ -30,6 +37,8 @@ use crate::snapstore::{Store, StoreError};
 pub const LOCK_OBJECT: &str = "v2/.etcd-restore-compact.lock";
 /// Default lifetime of an unrenewed lock.
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(60);
+/// How long after its expiry a lock version stays retained in an object-locked S3 bucket.
+pub const DEFAULT_LOCK_RETENTION_SLACK: Duration = Duration::from_secs(15 * 60);
 /// A lock body is a few hundred bytes; anything larger is not ours.
 const MAX_LOCK_BYTES: usize = 64 << 10;
 
@@ -52,6 +61,12 @@ pub struct LockReport {
     pub released_unix_ms: Option<i64>,
     /// A lapsed lock of an earlier run was replaced.
     pub took_over: Option<String>,
+    /// Object-locked S3 bucket: old versions and delete markers of the lock removed when it
+    /// was taken, and those still retained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_versions_removed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_versions_retained: Option<u64>,
 }
 
 /// A held lock; renewed in the background until [`StoreLock::release`].
@@ -104,6 +119,12 @@ async fn read(store: &Store) -> Result<Option<LockBody>, StoreError> {
     })))
 }
 
+/// The retention a lock version gets in an object-locked S3 bucket (Unix seconds).
+fn retain_until(b: &LockBody, slack: Duration) -> i64 {
+    let slack = i64::try_from(slack.as_secs()).unwrap_or(i64::MAX / 2);
+    b.expires_unix_ms.div_euclid(1000) + 1 + slack
+}
+
 fn encode(b: &LockBody) -> Bytes {
     Bytes::from(serde_json::to_vec_pretty(b).expect("JSON"))
 }
@@ -111,7 +132,11 @@ fn encode(b: &LockBody) -> Bytes {
 impl StoreLock {
     /// Takes the store's compaction lock, or fails with [`CompactError::Locked`] naming the
     /// holder.
-    pub async fn acquire(store: &Store, ttl: Duration) -> Result<StoreLock, CompactError> {
+    pub async fn acquire(
+        store: &Store,
+        ttl: Duration,
+        retention_slack: Duration,
+    ) -> Result<StoreLock, CompactError> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let mut took_over = None;
         for _ in 0..2 {
@@ -123,7 +148,8 @@ impl StoreLock {
                 acquired_unix_ms: t,
                 expires_unix_ms: t + ttl_ms,
             };
-            match store.put_create(LOCK_OBJECT, encode(&body)).await {
+            let keep = Some(retain_until(&body, retention_slack));
+            match store.put_create(LOCK_OBJECT, encode(&body), keep).await {
                 Ok(()) => {
                     // Stores without a create-only put fall back to check-then-put; reading
                     // our own body back catches the lost race there.
@@ -142,7 +168,9 @@ impl StoreLock {
                             });
                         }
                     }
-                    return Ok(Self::start(store, body, ttl, took_over));
+                    let mut lock = Self::start(store, body, ttl, retention_slack, took_over);
+                    lock.purge_old_versions().await;
+                    return Ok(lock);
                 }
                 Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -173,7 +201,13 @@ impl StoreLock {
         })
     }
 
-    fn start(store: &Store, body: LockBody, ttl: Duration, took_over: Option<String>) -> Self {
+    fn start(
+        store: &Store,
+        body: LockBody,
+        ttl: Duration,
+        retention_slack: Duration,
+        took_over: Option<String>,
+    ) -> Self {
         let lost = Arc::new(AtomicBool::new(false));
         let (s, mut b, l) = (store.clone(), body.clone(), Arc::clone(&lost));
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
@@ -183,7 +217,8 @@ impl StoreLock {
                 match read(&s).await {
                     Ok(Some(cur)) if cur.owner == b.owner => {
                         b.expires_unix_ms = now_ms() + ttl_ms;
-                        if let Err(e) = s.put_replace(LOCK_OBJECT, encode(&b)).await {
+                        let keep = Some(retain_until(&b, retention_slack));
+                        if let Err(e) = s.put_replace(LOCK_OBJECT, encode(&b), keep).await {
                             tracing::warn!(error = %e, "could not renew the compaction lock; retrying");
                         }
                     }
@@ -206,6 +241,8 @@ impl StoreLock {
             acquired_unix_ms: body.acquired_unix_ms,
             released_unix_ms: None,
             took_over,
+            old_versions_removed: None,
+            old_versions_retained: None,
         };
         StoreLock {
             store: store.clone(),
@@ -213,6 +250,22 @@ impl StoreLock {
             lost,
             renewer,
             report,
+        }
+    }
+
+    /// Object-locked S3 bucket: the versions and delete markers earlier runs' locks left
+    /// whose retention has ended. A failure only costs leftovers: a warning.
+    async fn purge_old_versions(&mut self) {
+        match self.store.purge_old_versions(LOCK_OBJECT).await {
+            None => {}
+            Some(Ok((removed, retained))) => {
+                tracing::info!(removed, retained, "old versions of the compaction lock");
+                self.report.old_versions_removed = Some(removed);
+                self.report.old_versions_retained = Some(retained);
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "could not remove old versions of the compaction lock (needs s3:ListBucketVersions and s3:DeleteObjectVersion); the next run tries again");
+            }
         }
     }
 
@@ -288,18 +341,22 @@ mod tests {
         std::fs::create_dir(dir.path().join("v2")).unwrap();
         let store = local_store(dir.path());
         let ttl = Duration::from_millis(300);
-        let a = StoreLock::acquire(&store, ttl).await.unwrap();
+        let a = StoreLock::acquire(&store, ttl, DEFAULT_LOCK_RETENTION_SLACK)
+            .await
+            .unwrap();
         // Three TTLs later it is still held: the holder renewed it.
         tokio::time::sleep(ttl * 3).await;
         assert!(matches!(
-            StoreLock::acquire(&store, ttl).await,
+            StoreLock::acquire(&store, ttl, DEFAULT_LOCK_RETENTION_SLACK).await,
             Err(CompactError::Locked { .. })
         ));
         a.check().await.unwrap();
         // A holder that stops renewing (stalled) loses it after the TTL.
         a.renewer.abort();
         tokio::time::sleep(ttl + Duration::from_millis(100)).await;
-        let b = StoreLock::acquire(&store, ttl).await.unwrap();
+        let b = StoreLock::acquire(&store, ttl, DEFAULT_LOCK_RETENTION_SLACK)
+            .await
+            .unwrap();
         assert!(b.report.took_over.is_some());
         assert!(matches!(
             a.check().await,

@@ -44,7 +44,9 @@ use crate::snapstore::{
 };
 
 pub use fold::{FoldOptions, FoldReport, fold_db};
-pub use lock::{DEFAULT_LOCK_TTL, LOCK_OBJECT, LockReport, StoreLock};
+pub use lock::{
+    DEFAULT_LOCK_RETENTION_SLACK, DEFAULT_LOCK_TTL, LOCK_OBJECT, LockReport, StoreLock,
+};
 pub use pack::{Packed, pack};
 pub use sort::{ExternalSort, SortedRecords};
 
@@ -161,6 +163,8 @@ pub struct CompactOptions {
     pub publish_timeout: Option<std::time::Duration>,
     /// Lifetime of the store's compaction lock between renewals ([`lock`]).
     pub lock_ttl: std::time::Duration,
+    /// How long after its expiry a lock version stays retained in an object-locked S3 bucket.
+    pub lock_retention_slack: std::time::Duration,
 }
 
 /// The JSON report.
@@ -263,7 +267,7 @@ pub async fn compact(store: &Store, opts: &CompactOptions) -> Result<CompactRepo
         return compact_locked(store, opts, None).await;
     }
     // Taken before the listing: the plan then includes what a previous holder published.
-    let lock = StoreLock::acquire(store, opts.lock_ttl).await?;
+    let lock = StoreLock::acquire(store, opts.lock_ttl, opts.lock_retention_slack).await?;
     let result = compact_locked(store, opts, Some(&lock)).await;
     let released = lock.release().await;
     result.map(|mut r| {

@@ -11,12 +11,18 @@
 //! (`x-amz-checksum-algorithm: SHA256`) and CompleteMultipartUpload lists each part's
 //! `ChecksumSHA256`. Every header is signed (object_store signs its default headers).
 //!
+//! A small object that need not be kept (the compaction lock) can be given its own short
+//! retention (`x-amz-object-lock-mode: GOVERNANCE` and a retain-until date): explicit
+//! retention settings override the bucket's default, so its old versions become deletable
+//! soon instead of after the default period, and [`LockedS3::purge`] deletes them.
+//!
 //! The checksum costs no extra pass: object_store signs the payload, and the SHA-256 it
 //! computes for the signature is the one the checksum header carries. It is still only used
 //! where the bucket reports Object Lock enabled (`GetObjectLockConfiguration`, asked once per
 //! store): S3-compatible servers differ in what they make of checksum headers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -40,10 +46,15 @@ pub(crate) struct LockedS3 {
     options: ClientOptions,
     raw: Arc<S3Raw>,
     writers: OnceCell<Option<Writers>>,
+    /// A put with its own retention was refused (no `s3:PutObjectRetention`): the rest of
+    /// the run writes with the bucket's default.
+    retention_refused: AtomicBool,
 }
 
 #[derive(Debug)]
 struct Writers {
+    /// The bucket applies a default retention to new versions.
+    default_retention: bool,
     /// PutObject and UploadPart: the checksum header plus `x-amz-sdk-checksum-algorithm`.
     puts: Arc<AmazonS3>,
     /// CreateMultipartUpload, CompleteMultipartUpload, AbortMultipartUpload: the SDKs send
@@ -67,6 +78,7 @@ impl LockedS3 {
             options,
             raw,
             writers: OnceCell::new(),
+            retention_refused: AtomicBool::new(false),
         }
     }
 
@@ -83,14 +95,14 @@ impl LockedS3 {
     async fn writers(&self) -> Option<&Writers> {
         self.writers
             .get_or_init(|| async {
-                let enabled = match self.raw.object_lock().await {
-                    Ok((enabled, _)) => enabled,
+                let lock = match self.raw.object_lock().await {
+                    Ok(l) => l,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot tell whether the bucket has Object Lock; writing without checksums (a bucket with a default retention refuses such writes)");
-                        false
+                        return None;
                     }
                 };
-                if !enabled {
+                if !lock.enabled {
                     return None;
                 }
                 let mut sdk = HeaderMap::new();
@@ -102,6 +114,7 @@ impl LockedS3 {
                     (Ok(puts), Ok(uploads)) => {
                         tracing::debug!("the bucket has Object Lock: writes carry SHA-256 checksums");
                         Some(Writers {
+                            default_retention: lock.default_retention,
                             puts: Arc::new(puts),
                             uploads: Arc::new(uploads),
                         })
@@ -117,15 +130,62 @@ impl LockedS3 {
     }
 
     /// A PutObject with checksums, or `None` when the bucket needs none (the caller writes
-    /// through its plain client).
+    /// through its plain client). With `retain_until` (Unix seconds) and a bucket default
+    /// retention, the version gets that GOVERNANCE retention instead of the default; a
+    /// refusal (no `s3:PutObjectRetention`) falls back to the default, with a warning.
     pub(crate) async fn put(
         &self,
         path: &Path,
         payload: PutPayload,
         opts: PutOptions,
+        retain_until: Option<i64>,
     ) -> Option<object_store::Result<PutResult>> {
         let w = self.writers().await?;
+        let until = retain_until
+            .filter(|_| w.default_retention && !self.retention_refused.load(Ordering::Relaxed))
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+        if let Some(until) = until {
+            let mut h = HeaderMap::new();
+            h.insert(
+                HeaderName::from_static(SDK_CHECKSUM_ALGORITHM),
+                HeaderValue::from_static("SHA256"),
+            );
+            h.insert(
+                HeaderName::from_static("x-amz-object-lock-mode"),
+                HeaderValue::from_static("GOVERNANCE"),
+            );
+            let date = until.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            if let Ok(v) = HeaderValue::from_str(&date) {
+                h.insert(
+                    HeaderName::from_static("x-amz-object-lock-retain-until-date"),
+                    v,
+                );
+            }
+            let res = match self.client(h) {
+                Ok(c) => c.put_opts(path, payload.clone(), opts.clone()).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Err(object_store::Error::PermissionDenied { source, .. }) => {
+                    self.retention_refused.store(true, Ordering::Relaxed);
+                    tracing::warn!(object = %path, error = %source, "writing with a short retention was refused (needs s3:PutObjectRetention); the bucket's default retention keeps this object's versions");
+                }
+                other => return Some(other),
+            }
+        }
         Some(w.puts.put_opts(path, payload, opts).await)
+    }
+
+    /// Deletes the old versions and delete markers of `path` (full key) whose retention has
+    /// ended; `None` when the bucket has no Object Lock. Returns (deleted, kept).
+    pub(crate) async fn purge(&self, key: &str) -> Option<Result<(u64, u64), String>> {
+        self.writers().await?;
+        Some(
+            self.raw
+                .purge_noncurrent(key)
+                .await
+                .map_err(|e| e.to_string()),
+        )
     }
 
     /// A multipart upload with checksums, or `None` when the bucket needs none.

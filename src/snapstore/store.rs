@@ -683,13 +683,45 @@ impl Store {
     }
 
     /// Writes a small object only if it does not exist yet (If-None-Match on cloud stores).
-    pub async fn put_create(&self, relative: &str, data: Bytes) -> Result<(), StoreError> {
-        self.put_small(relative, data, PutMode::Create).await
+    /// `retain_until` (Unix seconds): in an S3 bucket with an Object Lock default retention,
+    /// keep this version only until then (GOVERNANCE) instead of the default period.
+    pub async fn put_create(
+        &self,
+        relative: &str,
+        data: Bytes,
+        retain_until: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.put_small(relative, data, PutMode::Create, retain_until)
+            .await
     }
 
-    /// Writes a small object, replacing what is there.
-    pub async fn put_replace(&self, relative: &str, data: Bytes) -> Result<(), StoreError> {
-        self.put_small(relative, data, PutMode::Overwrite).await
+    /// Writes a small object, replacing what is there ([`Store::put_create`]'s `retain_until`).
+    pub async fn put_replace(
+        &self,
+        relative: &str,
+        data: Bytes,
+        retain_until: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.put_small(relative, data, PutMode::Overwrite, retain_until)
+            .await
+    }
+
+    /// In an S3 bucket with Object Lock, deletes the old versions and delete markers of an
+    /// object whose retention has ended (never its current version): (deleted, still
+    /// retained). `None` elsewhere.
+    pub async fn purge_old_versions(
+        &self,
+        relative: &str,
+    ) -> Option<Result<(u64, u64), StoreError>> {
+        let key = match self.object_path(relative) {
+            Ok(p) => p.to_string(),
+            Err(e) => return Some(Err(e)),
+        };
+        let res = self.locked.as_ref()?.purge(&key).await?;
+        Some(res.map_err(|detail| StoreError::Setup {
+            store: self.describe.clone(),
+            detail: format!("removing old versions of {relative}: {detail}"),
+        }))
     }
 
     async fn put_small(
@@ -697,6 +729,7 @@ impl Store {
         relative: &str,
         data: Bytes,
         mode: PutMode,
+        retain_until: Option<i64>,
     ) -> Result<(), StoreError> {
         let path = self.object_path(relative)?;
         let opts = PutOptions {
@@ -705,7 +738,10 @@ impl Store {
         };
         let payload = PutPayload::from_bytes(data);
         let locked = match &self.locked {
-            Some(l) => l.put(&path, payload.clone(), opts.clone()).await,
+            Some(l) => {
+                l.put(&path, payload.clone(), opts.clone(), retain_until)
+                    .await
+            }
             None => None,
         };
         let result = match locked {

@@ -73,6 +73,15 @@ struct DefaultRetention {
     days: Option<i64>,
 }
 
+/// A bucket's Object Lock configuration.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ObjectLock {
+    pub(crate) enabled: bool,
+    /// A default retention rule applies to new versions (in days or years).
+    pub(crate) default_retention: bool,
+    pub(crate) days: Option<i64>,
+}
+
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ListVersionsResult {
@@ -93,6 +102,8 @@ struct ListVersionsResult {
 struct VersionEntry {
     key: String,
     version_id: String,
+    #[serde(default)]
+    is_latest: bool,
     last_modified: String,
     #[serde(default)]
     size: u64,
@@ -102,6 +113,10 @@ struct VersionEntry {
 #[serde(rename_all = "PascalCase")]
 struct MarkerEntry {
     key: String,
+    #[serde(default)]
+    version_id: String,
+    #[serde(default)]
+    is_latest: bool,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -127,6 +142,15 @@ fn encode_key(key: &str) -> String {
 impl S3Raw {
     /// A signed GET (signed again for every try, the signature carries the time).
     async fn get(&self, url: &Url, what: &str) -> Result<(StatusCode, bytes::Bytes), ListError> {
+        self.send(http::Method::GET, url, what).await
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        url: &Url,
+        what: &str,
+    ) -> Result<(StatusCode, bytes::Bytes), ListError> {
         retry::call(&self.retry, what, || async {
             let cred = self
                 .credentials
@@ -134,7 +158,7 @@ impl S3Raw {
                 .await
                 .map_err(|e| format!("{what}: credentials: {}", error_chain(&e)))?;
             let mut req = http::Request::builder()
-                .method(http::Method::GET)
+                .method(method.clone())
                 .uri(url.as_str())
                 .body(HttpRequestBody::empty())
                 .map_err(|e| format!("{what}: {e}"))?;
@@ -175,29 +199,67 @@ impl S3Raw {
 
     /// `GetObjectLockConfiguration`: whether Object Lock is enabled and its default retention
     /// in days. A bucket without a configuration answers 404: not enabled.
-    pub(crate) async fn object_lock(&self) -> Result<(bool, Option<i64>), ListError> {
+    pub(crate) async fn object_lock(&self) -> Result<ObjectLock, ListError> {
         let what = "GetObjectLockConfiguration (needs s3:GetBucketObjectLockConfiguration)";
         let (status, body) = self
             .get(&self.url("/", &[("object-lock", "")])?, what)
             .await?;
         if status == StatusCode::NOT_FOUND {
-            return Ok((false, None));
+            return Ok(ObjectLock::default());
         }
         if !status.is_success() {
             return Err(http_fail(what, status, &body));
         }
         let c: ObjectLockConfiguration = xml(what, &body)?;
-        let days = c
-            .rule
-            .and_then(|r| r.default_retention)
-            .and_then(|d| d.days);
-        Ok((c.object_lock_enabled.as_deref() == Some("Enabled"), days))
+        let rule = c.rule.and_then(|r| r.default_retention);
+        Ok(ObjectLock {
+            enabled: c.object_lock_enabled.as_deref() == Some("Enabled"),
+            days: rule.as_ref().and_then(|d| d.days),
+            default_retention: rule.is_some(),
+        })
+    }
+
+    /// Deletes every version and delete marker of exactly `key` except the current one,
+    /// by version id, one `ListObjectVersions` page at a time. A version its retention
+    /// still protects (403) is kept. Returns (deleted, kept).
+    pub(crate) async fn purge_noncurrent(&self, key: &str) -> Result<(u64, u64), ListError> {
+        let (mut deleted, mut kept) = (0, 0);
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let page = self.versions_page(key, markers.as_ref()).await?;
+            let old = page
+                .versions
+                .iter()
+                .filter(|v| v.key == key && !v.is_latest)
+                .map(|v| &v.version_id)
+                .chain(
+                    page.delete_markers
+                        .iter()
+                        .filter(|m| m.key == key && !m.is_latest)
+                        .map(|m| &m.version_id),
+                );
+            for id in old {
+                let what = format!("DeleteObject {key} (version {id})");
+                let url = self.url(&format!("/{}", encode_key(key)), &[("versionId", id)])?;
+                match self.send(http::Method::DELETE, &url, &what).await? {
+                    (s, _) if s.is_success() => deleted += 1,
+                    (StatusCode::FORBIDDEN, _) => kept += 1,
+                    (s, body) => return Err(http_fail(&what, s, &body)),
+                }
+            }
+            match (page.is_truncated, page.next_key_marker) {
+                (true, Some(k)) => {
+                    markers = Some((k, page.next_version_id_marker.unwrap_or_default()))
+                }
+                _ => return Ok((deleted, kept)),
+            }
+        }
     }
 
     /// The default retention in days when object lock is enabled with one. Upstream logs a
     /// failure and lists without immutability; so do we.
     pub(crate) async fn retention_days(&self) -> Option<i64> {
-        match self.object_lock().await {
+        match self.object_lock().await.map(|l| (l.enabled, l.days)) {
             Ok((false, _)) => {
                 tracing::warn!(
                     "bucket versioning is enabled but object lock is not: snapshots are not immutable"

@@ -544,11 +544,11 @@ async fn read_all(store: &Store, name: &str) -> Vec<u8> {
 async fn check_writes(store: &Store, tmp: &Path, copy_refuses_existing: bool) {
     let name = "v2/Full-00000000-00000001-1700000000";
     store
-        .put_create(name, bytes::Bytes::from_static(b"one"))
+        .put_create(name, bytes::Bytes::from_static(b"one"), None)
         .await
         .unwrap();
     let err = store
-        .put_create(name, bytes::Bytes::from_static(b"two"))
+        .put_create(name, bytes::Bytes::from_static(b"two"), None)
         .await
         .unwrap_err();
     assert!(
@@ -815,12 +815,12 @@ async fn gcs_fake_gcs_server_fixtures_match_local() {
         let name = format!("v2/Full-00000000-{i:08}-1700000000");
         let body = format!("object {i}");
         store
-            .put_create(&name, bytes::Bytes::from(body.clone()))
+            .put_create(&name, bytes::Bytes::from(body.clone()), None)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(read_all(&store, &name).await, body.as_bytes());
         let err = store
-            .put_create(&name, bytes::Bytes::from_static(b"not ours"))
+            .put_create(&name, bytes::Bytes::from_static(b"not ours"), None)
             .await
             .unwrap_err();
         assert!(

@@ -243,9 +243,10 @@ impl Run {
         );
     }
 
-    /// What the store lock left: its versions (the create and each renewal), kept by the
-    /// bucket's default retention, and the delete marker of its release.
-    fn assert_lock_left(&self) {
+    /// What the store lock left: its versions (the create and each renewal), each retained
+    /// (GOVERNANCE) only until `slack` after the lock's expiry instead of the bucket's default
+    /// day, and the delete marker of its release. Returns the number of versions.
+    fn assert_lock_left(&self, slack: f64) -> usize {
         let lock: Vec<&serde_json::Value> = self
             .after
             .versions
@@ -257,7 +258,10 @@ impl Run {
         for v in &lock {
             assert_eq!(v["mode"], "GOVERNANCE", "{v}");
             let until = v["until"].as_f64().unwrap();
-            assert!((until - now - 86_400.0).abs() < 600.0, "{v}");
+            assert!(
+                until > now - 120.0 && until < now + 60.0 + slack + 120.0,
+                "{v}"
+            );
         }
         let markers: Vec<&serde_json::Value> = self
             .after
@@ -267,10 +271,7 @@ impl Run {
             .collect();
         assert_eq!(markers.len(), 1, "{markers:?}");
         assert_eq!(markers[0]["latest"], true);
-        eprintln!(
-            "the lock left {} versions and one delete marker",
-            lock.len()
-        );
+        lock.len()
     }
 
     /// `ls --json` lists the new snapshot as immutable; our restore of the bucket.
@@ -308,7 +309,7 @@ fn compact_into_a_bucket_with_default_retention_publishes_a_restorable_snapshot(
     let tmp = tempfile::tempdir().unwrap();
     let run = compact_locked(&moto, "small", &f.store(), tmp.path(), &[]);
     run.assert_published(1);
-    run.assert_lock_left();
+    run.assert_lock_left(900.0);
     let dir = tmp.path().join("restored.etcd");
     run.restore("small", &dir);
     let etcd = EtcdProcess::start(&bins, EtcdConfig::new(&dir)).unwrap();
@@ -361,7 +362,7 @@ fn compact_into_a_bucket_with_default_retention_uploads_checksummed_parts() {
     let bytes = run.report["object_bytes"].as_u64().unwrap();
     assert!(bytes > 10 << 20 && bytes <= 15 << 20, "{bytes}");
     run.assert_published(3);
-    run.assert_lock_left();
+    run.assert_lock_left(900.0);
     let dir = tmp.path().join("restored.etcd");
     run.restore("large", &dir);
     let etcd = EtcdProcess::start(&bins, EtcdConfig::new(&dir)).unwrap();
@@ -378,5 +379,71 @@ fn compact_into_a_bucket_with_default_retention_uploads_checksummed_parts() {
         })
         .collect();
     assert!(got == want, "etcd serves the 180 values put before");
+    moto.stop().unwrap();
+}
+
+/// A run's lock versions are retained only briefly; the next run deletes them and the
+/// delete marker once their retention has ended (here: `--lock-retention-slack 0s`, a
+/// one-second TTL), so the lock leaves nothing behind for long.
+#[test]
+fn the_next_compaction_removes_the_lock_versions_an_earlier_one_left() {
+    let Some(moto) = MotoServer::start().unwrap() else {
+        return;
+    };
+    let f = Fixture::load("3.5.1", "basic").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let first = compact_locked(
+        &moto,
+        "purge",
+        &f.store(),
+        tmp.path(),
+        &["--lock-ttl", "1s", "--lock-retention-slack", "0s"],
+    );
+    let left = first.assert_lock_left(0.0);
+    assert_eq!(
+        first.report["lock"]["old_versions_removed"], 0,
+        "{}",
+        first.report
+    );
+    let first_ids: Vec<&str> = first
+        .after
+        .versions
+        .iter()
+        .chain(&first.after.markers)
+        .filter(|v| key(v) == LOCK)
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    // Past the first run's retention, and a new creation second for the next name.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let out = CLI.ok(
+        s3_command("compact", "purge", &first.endpoint, &first.creds)
+            .arg("--json")
+            .arg("--snapstore-temp-directory")
+            .arg(tmp.path().join("work")),
+        "the second compaction",
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["lock"]["old_versions_removed"].as_u64(),
+        Some(left as u64 + 1),
+        "the first run's versions and delete marker: {report}"
+    );
+    assert_eq!(report["lock"]["old_versions_retained"], 0);
+    let after = versions(&moto, "purge", None);
+    let now: Vec<&str> = after
+        .versions
+        .iter()
+        .chain(&after.markers)
+        .filter(|v| key(v) == LOCK)
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert!(
+        now.iter().all(|v| !first_ids.contains(v)),
+        "{now:?} {first_ids:?}"
+    );
+    assert!(
+        !now.is_empty(),
+        "the second run's own lock versions remain until the next"
+    );
     moto.stop().unwrap();
 }
