@@ -20,3 +20,4 @@ pub mod show;
 pub mod snapstore;
 pub mod tempdir;
 pub mod validate;
+pub mod wal_ahead;

@@ -170,50 +170,7 @@ pub(super) fn check_wal(r: &mut Report, layout: &Layout, opts: &Options) -> bool
 /// delete_range (5), txn (6) or lease_revoke (9, deletes the lease's keys). Unreadable data
 /// counts as a write (the bound stays an upper bound). Empty entries (leader no-ops) do not.
 fn may_write(data: &[u8]) -> bool {
-    let mut p = data;
-    while !p.is_empty() {
-        let Some((tag, rest)) = varint(p) else {
-            return true;
-        };
-        let field = tag >> 3;
-        if matches!(field, 4 | 5 | 6 | 9) {
-            return true;
-        }
-        p = match tag & 7 {
-            0 => match varint(rest) {
-                Some((_, r)) => r,
-                None => return true,
-            },
-            1 => match rest.get(8..) {
-                Some(r) => r,
-                None => return true,
-            },
-            2 => match varint(rest) {
-                Some((len, r)) => match usize::try_from(len).ok().and_then(|l| r.get(l..)) {
-                    Some(r) => r,
-                    None => return true,
-                },
-                None => return true,
-            },
-            5 => match rest.get(4..) {
-                Some(r) => r,
-                None => return true,
-            },
-            _ => return true,
-        };
-    }
-    false
-}
-
-fn varint(p: &[u8]) -> Option<(u64, &[u8])> {
-    let mut v = 0u64;
-    for (i, b) in p.iter().enumerate().take(10) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, p.get(i + 1..)?));
-        }
-    }
-    None
+    crate::wal_ahead::request_has_field(data, &[4, 5, 6, 9])
 }
 
 #[cfg(test)]

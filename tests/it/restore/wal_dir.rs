@@ -1,5 +1,5 @@
-//! `--wal-dir` (etcd's and etcdutl's: the WAL outside the data directory) for `restore` and
-//! `validate`, against real etcd 3.5.1 started with the same `--wal-dir`: etcdutl
+//! `--wal-dir` (etcd's and etcdutl's: the WAL outside the data directory) for `restore`,
+//! `validate` and `hashkv`, against real etcd 3.5.1 started with the same `--wal-dir`: etcdutl
 //! `snapshot restore --wal-dir` writes the WAL there and `member/snap` into the data directory
 //! (etcd `etcdutl/snapshot/v3_snapshot.go`, `Restore`); etcd reads it from there.
 
@@ -194,4 +194,115 @@ fn wal_dir_refusals_name_the_problem_and_create_nothing() {
     ]);
     assert_eq!(code, Some(0), "{err}");
     assert!(has_segment(&other.join("member/wal")));
+}
+
+/// `hashkv --json [--wal-dir W] [EXTRA…]`: exit code and the JSON document.
+fn hashkv(dir: &Path, wal: Option<&Path>, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut c = CLI.command();
+    c.args(["hashkv", "--json", "--data-dir"])
+        .arg(dir)
+        .args(extra);
+    if let Some(w) = wal {
+        c.arg("--wal-dir").arg(w);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A database copied while etcd ran, put back under the WAL etcd kept writing: etcd applies
+/// the later writes when it starts, so the database's own hash is not the one etcd reports.
+/// hashkv refuses it (exit 3, the count in --json), --ignore-wal hashes it anyway, and etcd
+/// started on the directory reports the source's HashKV.
+#[test]
+fn hashkv_refuses_a_database_its_wal_runs_ahead_of() {
+    let Some(bins) = EtcdBins::get("3.5.1") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src.etcd");
+    let wal = tmp.path().join("src.wal");
+    let mut etcd = EtcdProcess::start(&bins, etcd_config(&src, &wal)).unwrap();
+    for i in 0..10 {
+        etcd.put(&format!("early-{i}"), "v").unwrap();
+    }
+    // etcd's backend commits every 100 ms; with no traffic the file then stays still.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let early_db = std::fs::read(src.join("member/snap/db")).unwrap();
+    for i in 0..7 {
+        etcd.put(&format!("late-{i}"), "v").unwrap();
+    }
+    etcd.put("early-0", "changed").unwrap();
+    let want = etcd.hashkv(None).unwrap();
+    etcd.stop().unwrap();
+    drop(etcd);
+    std::fs::write(src.join("member/snap/db"), &early_db).unwrap();
+
+    let (code, v, err) = hashkv(&src, Some(&wal), &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(v["hash"].is_null(), "no hash is printed: {v}");
+    assert_eq!(v["wal"]["committed_changes"], 8, "{v}");
+    assert_eq!(v["wal"]["in_step"], false, "{v}");
+    assert_eq!(v["wal"]["wal_dir"].as_str(), wal.to_str());
+    assert!(
+        v["wal"]["consistent_index"].as_u64() < v["wal"]["wal_commit"].as_u64(),
+        "{v}"
+    );
+    assert!(
+        err.contains("8 committed change(s)") && err.contains("--ignore-wal"),
+        "{err}"
+    );
+    let (code, v_db, err) = hashkv(&src, Some(&wal), &["--ignore-wal"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning"), "{err}");
+    assert_eq!(v_db["wal"]["in_step"], false);
+    // Without --wal-dir there is no WAL where etcd looks by default: said, not checked.
+    let (code, v, err) = hashkv(&src, None, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(v["wal"].is_null() && err.contains("no WAL"), "{v} {err}");
+
+    let etcd = EtcdProcess::start(&bins, etcd_config(&src, &wal)).unwrap();
+    let got = etcd.hashkv(None).unwrap();
+    assert_eq!(
+        (got.hash, got.compact_revision),
+        (want.hash, want.compact_revision),
+        "etcd applied the WAL"
+    );
+    assert_ne!(
+        v_db["hash"].as_u64(),
+        Some(u64::from(got.hash)),
+        "the database alone hashes differently"
+    );
+}
+
+/// A restore with --wal-dir: hashkv given the same --wal-dir finds nothing pending and
+/// reports the hash etcd started with that --wal-dir reports.
+#[test]
+fn hashkv_with_wal_dir_matches_etcd_on_a_restore() {
+    let Some(bins) = EtcdBins::get("3.5.1") else {
+        return;
+    };
+    let f = Fixture::load("3.5.1", "basic").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("r.etcd");
+    let wal = tmp.path().join("r.wal");
+    CLI.restore(&f.store(), &dir, &["--wal-dir", wal.to_str().unwrap()]);
+    let (code, v, err) = hashkv(&dir, Some(&wal), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["wal"]["in_step"], true, "{v}");
+    assert_eq!(v["wal"]["committed_changes"], 0, "{v}");
+    assert!(!err.contains("warning"), "{err}");
+    let etcd = EtcdProcess::start(&bins, etcd_config(&dir, &wal)).unwrap();
+    let theirs = etcd.hashkv(None).unwrap();
+    assert_eq!(
+        (v["hash"].as_u64(), v["compact_revision"].as_i64()),
+        (Some(u64::from(theirs.hash)), Some(theirs.compact_revision))
+    );
+    // A --wal-dir that does not exist is an error, not a silent unchecked hash.
+    let (code, _, err) = hashkv(&dir, Some(&tmp.path().join("nope")), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nope"), "{err}");
 }
