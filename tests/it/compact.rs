@@ -248,7 +248,8 @@ fn metrics_file_is_prometheus_text() {
 /// SIGKILL at many points of a run: whatever is left in the store, restore must pick either
 /// the old snapshots or a complete, verified new one, and reach the oracle's last revision.
 /// The kill times are fractions (10 % .. 110 %) of a measured un-killed run, as in
-/// tests/it/reliability/crash.rs, so they land inside the run on a fast or a slow machine alike.
+/// tests/it/reliability/crash.rs, so they land inside the run on a fast or a slow machine alike;
+/// longer (shorter) ones follow while no trial has published (been cut inside the run).
 #[test]
 fn sigkill_during_compaction_leaves_nothing_restore_would_select() {
     let f = Fixture::load("3.5.1", "basic").unwrap();
@@ -281,14 +282,30 @@ fn sigkill_during_compaction_leaves_nothing_restore_would_select() {
         .min()
         .unwrap();
     let (mut killed_mid_run, mut published) = (0, 0);
-    // Tenths of the measured run, then longer delays only while no run has published yet: a
-    // trial can run slower than the fastest measured one on a busy machine.
-    for tenth in (1..=11u32).chain([15, 20, 30, 50]) {
-        if tenth > 11 && published > 0 {
-            break;
+    // Tenths of the measured run; then longer delays only while no run has published yet, and
+    // shorter ones only while no kill has landed inside a run: a trial can run slower, or much
+    // faster, than the measured one when the tests beside it load the machine unevenly.
+    enum Until {
+        Always,
+        Published,
+        KilledMidRun,
+    }
+    let tenths = |t: u32| (run_time * t / 10, format!("{t}/10"));
+    let parts = |d: u32| (run_time / d, format!("1/{d}"));
+    let trials = (1..=11)
+        .map(|t| (tenths(t), Until::Always))
+        .chain([15, 20, 30, 50].map(|t| (tenths(t), Until::Published)))
+        .chain([20, 40, 80, 160].map(|d| (parts(d), Until::KilledMidRun)));
+    for (i, ((delay, share), until)) in trials.enumerate() {
+        let enough = match until {
+            Until::Always => false,
+            Until::Published => published > 0,
+            Until::KilledMidRun => killed_mid_run > 0,
+        };
+        if enough {
+            continue;
         }
-        let delay = run_time * tenth / 10;
-        let work = tmp.path().join(format!("kill-{tenth}"));
+        let work = tmp.path().join(format!("kill-{i}"));
         std::fs::create_dir_all(&work).unwrap();
         let store = store_copy(&f, &work);
         let before = list_v2(&store);
@@ -315,8 +332,7 @@ fn sigkill_during_compaction_leaves_nothing_restore_would_select() {
                 killed_mid_run += 1;
             }
         }
-        let what =
-            format!("after a kill at {delay:?} ({tenth}/10 of {run_time:?}, added {added:?})");
+        let what = format!("after a kill at {delay:?} ({share} of {run_time:?}, added {added:?})");
         let ls = Command::new(bin())
             .args(["ls", "--store"])
             .arg(&store)
