@@ -88,17 +88,15 @@ impl Heap {
 
     /// The standard-size chunks emptied for the next transaction, at most `keep` bytes of them.
     pub fn into_spare(self, keep: usize) -> Vec<Vec<u8>> {
-        let mut kept = 0;
         let mut spare = self.spare;
-        spare.retain(|c| c.capacity() == HEAP_CHUNK);
-        kept += spare.len() * HEAP_CHUNK;
-        for mut c in self.chunks {
-            if c.capacity() != HEAP_CHUNK || kept + HEAP_CHUNK > keep {
-                continue;
-            }
+        spare.extend(
+            self.chunks
+                .into_iter()
+                .filter(|c| c.capacity() == HEAP_CHUNK),
+        );
+        spare.truncate(keep / HEAP_CHUNK);
+        for c in &mut spare {
             c.clear();
-            kept += HEAP_CHUNK;
-            spare.push(c);
         }
         spare
     }
